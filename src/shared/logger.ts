@@ -1,0 +1,17 @@
+// One root pino logger per process; components take children ({ conn }, { session }, { replica }).
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export function createRootLogger(options: { level?: string; name?: string } = {}): Logger {
+  return pino({
+    name: options.name ?? 'cstor-ts',
+    level: options.level ?? process.env['LOG_LEVEL'] ?? 'info',
+    base: { pid: process.pid },
+  });
+}
+
+/** A logger that drops everything (tests, embedded use). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
