@@ -3,12 +3,12 @@ import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
-export function createRootLogger(options: { level?: string; name?: string } = {}): Logger {
+export function createRootLogger(options: { level?: string; name?: string; destination?: number } = {}): Logger {
   return pino({
     name: options.name ?? 'cstor-ts',
     level: options.level ?? process.env['LOG_LEVEL'] ?? 'info',
     base: { pid: process.pid },
-  });
+  }, pino.destination({ dest: options.destination ?? 1, sync: false }));
 }
 
 /** A logger that drops everything (tests, embedded use). */
