@@ -67,6 +67,12 @@ export const Asc = {
   InsufficientRegistrationResources: 0x5504,
   NoSpaceLeft: 0x2707, // SPACE ALLOCATION FAILED WRITE PROTECT
   InvalidFieldInCommandInformationUnit: 0x0e03,
+  ParameterValueInvalid: 0x2602,
+  InvalidReleaseOfReservation: 0x2604,
+  SavingParametersNotSupportedForPage: 0x3900,
+  MediumRemovalPrevented: 0x5302,
+  DataPhaseError: 0x4b00,
+  LogicalUnitNotReadyProcessInProgress: 0x0407,
 } as const;
 
 export type SenseKeyValue = (typeof SenseKey)[keyof typeof SenseKey];

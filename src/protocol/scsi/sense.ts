@@ -51,9 +51,12 @@ export function buildSense(key: number, ascq16: number, options: SenseOptions = 
     return buf;
   }
   const buf = Buffer.alloc(18);
-  buf[0] = (options.deferred ? 0x71 : 0x70) | (options.information !== undefined ? 0x80 : 0);
+  // Fixed format has a 32-bit INFORMATION field: VALID only when the value fits (SPC-4 4.5.3).
+  const info = options.information !== undefined && options.information >= 0n && options.information <= 0xffffffffn
+    ? options.information : undefined;
+  buf[0] = (options.deferred ? 0x71 : 0x70) | (info !== undefined ? 0x80 : 0);
   buf[2] = key & 0x0f;
-  if (options.information !== undefined) buf.writeUInt32BE(Number(BigInt.asUintN(32, options.information)), 3);
+  if (info !== undefined) buf.writeUInt32BE(Number(info), 3);
   buf[7] = 10; // additional sense length
   buf[12] = asc;
   buf[13] = ascq;
@@ -97,4 +100,43 @@ export function decodeSense(sense: Buffer): DecodedSense | undefined {
     return d;
   }
   return undefined;
+}
+
+/** A command failure that becomes CHECK CONDITION with this sense (thrown by CDB decoders and handlers). */
+export class CheckCondition extends Error {
+  readonly key: number;
+  readonly asc: number;
+  readonly information: bigint | undefined;
+  readonly field: FieldPointer | undefined;
+  constructor(key: number, asc: number, options: { information?: bigint; field?: FieldPointer } = {}) {
+    super(`check condition ${key.toString(16)}/${asc.toString(16).padStart(4, '0')}`);
+    this.name = 'CheckCondition';
+    this.key = key;
+    this.asc = asc;
+    this.information = options.information;
+    this.field = options.field;
+  }
+
+  /** Sense bytes for this condition in the format the control mode page selects. */
+  toSense(descriptor: boolean): Buffer {
+    const options: { descriptor: boolean; information?: bigint; field?: FieldPointer } = { descriptor };
+    if (this.information !== undefined) options.information = this.information;
+    if (this.field !== undefined) options.field = this.field;
+    return buildSense(this.key, this.asc, options);
+  }
+}
+
+/** ILLEGAL REQUEST / INVALID FIELD IN CDB pointing at `byte` (and `bit`, the field's most significant bit). */
+export function invalidCdbField(byte: number, bit?: number): CheckCondition {
+  return new CheckCondition(0x5, 0x2400, { field: bit === undefined ? { inCdb: true, byte } : { inCdb: true, byte, bit } });
+}
+
+/** ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST pointing at a parameter-list byte. */
+export function invalidParameterField(byte: number, bit?: number): CheckCondition {
+  return new CheckCondition(0x5, 0x2600, { field: bit === undefined ? { inCdb: false, byte } : { inCdb: false, byte, bit } });
+}
+
+/** ILLEGAL REQUEST with an ASC and no field pointer (LBA OUT OF RANGE, PARAMETER LIST LENGTH ERROR, ...). */
+export function illegalRequest(asc: number): CheckCondition {
+  return new CheckCondition(0x5, asc);
 }

@@ -32,17 +32,20 @@ export class IscsiTargetError extends Error {
 
 interface Disposition {
   readonly reason: RejectReasonValue;
-  /** Drop the connection after the Reject (ERL 0 cannot recover the task's data stream). */
+  /**
+   * Drop the connection after the Reject. Errors confined to one task (its Data-Out stream) keep the
+   * connection: the task ends and the initiator fails it on the Reject.
+   */
   readonly drop: boolean;
 }
 
 const dispositions: Record<IscsiTargetErrorCodeValue, Disposition> = {
-  ISCSI_TGT_UNEXPECTED_DATA: { reason: RejectReason.ProtocolError, drop: true },
-  ISCSI_TGT_DATA_BEYOND_EXPECTED: { reason: RejectReason.ProtocolError, drop: true },
-  ISCSI_TGT_UNSOLICITED_DATA: { reason: RejectReason.ProtocolError, drop: true },
-  ISCSI_TGT_DATASN_MISMATCH: { reason: RejectReason.ProtocolError, drop: true },
-  ISCSI_TGT_BAD_BUFFER_OFFSET: { reason: RejectReason.ProtocolError, drop: true },
-  ISCSI_TGT_UNKNOWN_TTT: { reason: RejectReason.InvalidPduField, drop: true },
+  ISCSI_TGT_UNEXPECTED_DATA: { reason: RejectReason.ProtocolError, drop: false },
+  ISCSI_TGT_DATA_BEYOND_EXPECTED: { reason: RejectReason.ProtocolError, drop: false },
+  ISCSI_TGT_UNSOLICITED_DATA: { reason: RejectReason.ProtocolError, drop: false },
+  ISCSI_TGT_DATASN_MISMATCH: { reason: RejectReason.ProtocolError, drop: false },
+  ISCSI_TGT_BAD_BUFFER_OFFSET: { reason: RejectReason.ProtocolError, drop: false },
+  ISCSI_TGT_UNKNOWN_TTT: { reason: RejectReason.InvalidPduField, drop: false },
   ISCSI_TGT_UNKNOWN_ITT: { reason: RejectReason.InvalidPduField, drop: false },
   ISCSI_TGT_DUPLICATE_ITT: { reason: RejectReason.TaskInProgress, drop: false },
   ISCSI_TGT_NOT_ALLOWED_IN_PHASE: { reason: RejectReason.ProtocolError, drop: true },

@@ -58,7 +58,7 @@ export class Session {
   #maxCmdSN: number;
   readonly #tasks = new Map<number, ScsiTask>();
   /** Non-immediate commands received ahead of ExpCmdSN, waiting for the gap to fill. */
-  readonly #pending = new Map<number, InitiatorPdu>();
+  readonly #pending = new Map<number, InitiatorPdu | null>();
   readonly #ttts = new Map<number, ScsiTask>();
   #nextTtt = 1;
   #inflight = 0;
@@ -150,41 +150,49 @@ export class Session {
 
   #receiveCommand(pdu: ScsiCommand | NopOut | TaskManagementRequest | TextRequest | LogoutRequest): void {
     const cmdSN = pdu.cmdSN >>> 0;
+    if (!pdu.immediate && !this.#inWindow(cmdSN)) {
+      // RFC 7143 4.2.2.1: outside [ExpCmdSN, MaxCmdSN] the target silently ignores the command.
+      this.logger.debug({ kind: pdu.kind, cmdSN, expCmdSN: this.#expCmdSN, maxCmdSN: this.#maxCmdSN }, 'PDU outside the CmdSN window ignored');
+      return;
+    }
+    let task: ScsiTask | undefined;
     if (pdu.kind === 'ScsiCommand') {
-      // Window check before anything is buffered for the task.
-      if (!pdu.immediate && !this.#inWindow(cmdSN)) {
-        this.logger.debug({ cmdSN, expCmdSN: this.#expCmdSN, maxCmdSN: this.#maxCmdSN }, 'command outside the CmdSN window ignored');
-        return;
+      try {
+        if (this.#tasks.has(pdu.itt)) {
+          throw new IscsiTargetError(IscsiTargetErrorCode.DuplicateItt, `ITT 0x${pdu.itt.toString(16)} is already in use`);
+        }
+        task = new ScsiTask(this.#taskHost, pdu);
+      } catch (err) {
+        // The rejected command still uses its CmdSN, and its trailing Data-Out PDUs are dropped.
+        this.#rememberAborted(pdu.itt);
+        if (!pdu.immediate) this.#sequence(cmdSN, null);
+        throw err;
       }
-      if (this.#tasks.has(pdu.itt)) {
-        throw new IscsiTargetError(IscsiTargetErrorCode.DuplicateItt, `ITT 0x${pdu.itt.toString(16)} is already in use`);
-      }
-      const task = new ScsiTask(this.#taskHost, pdu);
       this.#tasks.set(task.itt, task);
       this.#abortedItts.delete(task.itt);
       this.#inflight++;
-      if (pdu.immediate) {
-        this.#deliver(pdu, task);
-        return;
-      }
-    } else if (pdu.immediate) {
-      this.#deliver(pdu, undefined);
-      return;
-    } else if (!this.#inWindow(cmdSN)) {
-      this.logger.debug({ cmdSN, expCmdSN: this.#expCmdSN }, 'PDU outside the CmdSN window ignored');
+    }
+    if (pdu.immediate) {
+      this.#deliver(pdu, task);
       return;
     }
+    this.#sequence(cmdSN, pdu);
+  }
+
+  /** Deliver in CmdSN order; `null` stands for a command that was rejected but used its CmdSN. */
+  #sequence(cmdSN: number, pdu: InitiatorPdu | null): void {
     if (cmdSN !== this.#expCmdSN) {
       if (!this.#pending.has(cmdSN)) this.#pending.set(cmdSN, pdu);
       return;
     }
     this.#expCmdSN = (this.#expCmdSN + 1) >>> 0;
-    this.#deliver(pdu, pdu.kind === 'ScsiCommand' ? this.#tasks.get(pdu.itt) : undefined);
+    if (pdu) this.#deliver(pdu, pdu.kind === 'ScsiCommand' ? this.#tasks.get(pdu.itt) : undefined);
     // Deliver whatever was waiting for this gap.
-    for (let next = this.#pending.get(this.#expCmdSN); next; next = this.#pending.get(this.#expCmdSN)) {
+    while (this.#pending.has(this.#expCmdSN)) {
+      const next = this.#pending.get(this.#expCmdSN);
       this.#pending.delete(this.#expCmdSN);
       this.#expCmdSN = (this.#expCmdSN + 1) >>> 0;
-      this.#deliver(next, next.kind === 'ScsiCommand' ? this.#tasks.get(next.itt) : undefined);
+      if (next) this.#deliver(next, next.kind === 'ScsiCommand' ? this.#tasks.get(next.itt) : undefined);
     }
   }
 
@@ -265,7 +273,15 @@ export class Session {
       throw new IscsiTargetError(IscsiTargetErrorCode.UnknownItt, `Data-Out for unknown ITT 0x${pdu.itt.toString(16)}`);
     }
     if (task.aborted) return;
-    task.onDataOut(pdu);
+    try {
+      task.onDataOut(pdu);
+    } catch (err) {
+      // The task's data stream is broken: it ends without a response (the initiator fails it on
+      // the Reject), and the write never reaches the SCSI layer.
+      this.#markAborted(task);
+      if (!task.delivered) this.#finish(task);
+      throw err;
+    }
   }
 
   /** Abort tasks of this session that the SCSI layer has not seen yet (waiting on CmdSN order). */
@@ -280,7 +296,11 @@ export class Session {
   #markAborted(task: ScsiTask): void {
     task.aborted = true;
     task.cancel(TASK_ABORTED_ERROR);
-    this.#abortedItts.add(task.itt);
+    this.#rememberAborted(task.itt);
+  }
+
+  #rememberAborted(itt: number): void {
+    this.#abortedItts.add(itt);
     if (this.#abortedItts.size > 1024) {
       const first = this.#abortedItts.values().next();
       if (!first.done) this.#abortedItts.delete(first.value);

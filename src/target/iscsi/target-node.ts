@@ -3,7 +3,7 @@
 
 import type { Logger } from '../../shared/logger.js';
 import type { ScsiTarget } from '../scsi/types.js';
-import type { TargetNegotiationConfig } from '../../protocol/iscsi/negotiation.js';
+import { validateTargetConfig, type TargetNegotiationConfig } from '../../protocol/iscsi/negotiation.js';
 import type { Session } from './session.js';
 
 export interface ChapCredentials {
@@ -42,6 +42,8 @@ export class TargetNode {
   #nextTsih = 1;
 
   constructor(options: TargetNodeOptions) {
+    const problem = validateTargetConfig(options.negotiation);
+    if (problem !== undefined) throw new RangeError(`invalid iSCSI parameters: ${problem}`);
     this.options = options;
   }
 

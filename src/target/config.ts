@@ -1,0 +1,313 @@
+// Command-line configuration of the target process (`npm start -- FLAGS`).
+// Pure: no I/O, no process.exit, so every flag and every error message is unit-testable;
+// main.ts decides what to print and how to exit.
+import { parseArgs } from 'node:util';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+
+export interface ChapCredentials {
+  readonly user: string;
+  readonly secret: string;
+}
+
+export interface TargetConfig {
+  readonly portal: { readonly host: string; readonly port: number };
+  /** Absolute path (resolved against the cwd at parse time so later chdir cannot move it). */
+  readonly dataDir: string;
+  readonly sizeBytes: bigint;
+  readonly blockSize: 512 | 4096;
+  readonly iqn: string;
+  /** One-way CHAP: the initiator proves it knows this secret. */
+  readonly chap?: ChapCredentials;
+  /** Mutual CHAP: the target proves itself to the initiator with these. */
+  readonly mutualChap?: ChapCredentials;
+  /** Empty = every initiator name is allowed. Normalised (see normalizeIscsiName). */
+  readonly allowInitiators: readonly string[];
+  readonly logLevel: string;
+}
+
+/**
+ * `help: true` means --help was given: print `error` (the usage text) to stdout and exit 0.
+ * Otherwise print `error` to stderr and exit with a usage status (64).
+ */
+export type ParseTargetConfigResult =
+  | { readonly ok: true; readonly config: TargetConfig }
+  | { readonly ok: false; readonly error: string; readonly help?: true };
+
+export const DEFAULT_PORTAL = '127.0.0.1:3260';
+export const DEFAULT_DATA_DIR = './data';
+export const DEFAULT_SIZE = '1GiB';
+export const DEFAULT_IQN = 'iqn.2016-09.com.openebs.cstor:vol1';
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const MIN_SIZE = 1n << 20n;
+// Node's fs APIs take sizes/offsets as JS numbers or bigint up to 2^63-1; anything bigger
+// cannot be backed by a file anyway.
+const MAX_SIZE = (1n << 63n) - 1n;
+// RFC 7143 §12.1.3 / RFC 3720 §8.2.1: CHAP secrets of at least 96 bits (12 bytes).
+const MIN_SECRET_BYTES = 12;
+// Initiators (open-iscsi, LIO) cap CHAP strings at 255/256 bytes; longer ones can never work.
+const MAX_CHAP_BYTES = 255;
+// RFC 3720 §3.2.6.1: iSCSI names are at most 223 bytes (UTF-8).
+const MAX_NAME_BYTES = 223;
+
+export const TARGET_USAGE = `usage: cstor-target [options]
+
+  --portal HOST:PORT         listen address (default ${DEFAULT_PORTAL}; port 0 = any free port;
+                             IPv6 as [ADDR]:PORT)
+  --data-dir DIR             where the volume data lives (default ${DEFAULT_DATA_DIR})
+  --size SIZE                volume size: bytes or K/M/G/T (binary, optional iB/B suffix),
+                             e.g. 512M, 1GiB, 10G (default ${DEFAULT_SIZE}; at least 1 MiB,
+                             a multiple of the block size)
+  --block-size 512|4096      logical block size (default 512)
+  --iqn NAME                 target name, iqn./eui./naa. format (default ${DEFAULT_IQN})
+  --chap-user USER           require one-way CHAP with this user name ...
+  --chap-secret SECRET       ... and this secret (12..255 bytes; or env CHAP_SECRET)
+  --mutual-chap-user USER    also authenticate the target to the initiator (needs one-way CHAP) ...
+  --mutual-chap-secret S     ... with this secret (or env MUTUAL_CHAP_SECRET); must differ
+                             from the one-way secret
+  --allow-initiator NAME     only admit this initiator name (repeatable; default: any)
+  --log-level LEVEL          ${LOG_LEVELS.join('|')} (default: env LOG_LEVEL or info)
+  --help                     print this text
+
+When listening, one line is printed to stdout: ready iqn=<IQN> portal=<HOST>:<PORT>
+Logs (JSON) go to stderr.`;
+
+const OPTIONS = {
+  portal: { type: 'string' },
+  'data-dir': { type: 'string' },
+  size: { type: 'string' },
+  'block-size': { type: 'string' },
+  iqn: { type: 'string' },
+  'chap-user': { type: 'string' },
+  'chap-secret': { type: 'string' },
+  'mutual-chap-user': { type: 'string' },
+  'mutual-chap-secret': { type: 'string' },
+  'allow-initiator': { type: 'string', multiple: true },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+class ConfigError extends Error {}
+
+function fail(flag: string, message: string): never {
+  throw new ConfigError(`--${flag}: ${message}`);
+}
+
+export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParseTargetConfigResult {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
+  } catch (err) {
+    // parseArgs messages already name the option ("Unknown option '--foo'", "Option '--size <value>' argument missing").
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  }
+  const { values, tokens } = parsed;
+  if (values.help === true) return { ok: false, help: true, error: TARGET_USAGE };
+
+  try {
+    // parseArgs silently keeps the last of a repeated single-valued flag; a repeated
+    // --size or --chap-secret is almost certainly a scripting mistake, so refuse it.
+    const seen = new Set<string>();
+    for (const token of tokens) {
+      if (token.kind !== 'option') continue;
+      const spec = OPTIONS[token.name as keyof typeof OPTIONS];
+      if ('multiple' in spec && spec.multiple) continue;
+      if (seen.has(token.name)) fail(token.name, 'given more than once');
+      seen.add(token.name);
+    }
+
+    const portal = parsePortal(values.portal ?? DEFAULT_PORTAL);
+
+    const dataDirRaw = values['data-dir'] ?? DEFAULT_DATA_DIR;
+    if (dataDirRaw.trim() === '') fail('data-dir', 'must not be empty');
+    if (dataDirRaw.includes('\0')) fail('data-dir', 'must not contain NUL');
+
+    const blockSizeRaw = values['block-size'] ?? '512';
+    let blockSize: 512 | 4096;
+    if (blockSizeRaw === '512') blockSize = 512;
+    else if (blockSizeRaw === '4096') blockSize = 4096;
+    else fail('block-size', `'${blockSizeRaw}' is not a supported block size (use 512 or 4096)`);
+
+    const sizeRaw = values.size ?? DEFAULT_SIZE;
+    const sizeBytes = parseSize(sizeRaw);
+    if (sizeBytes === undefined) fail('size', `'${sizeRaw}' is not a size (use bytes or K/M/G/T suffixes)`);
+    if (sizeBytes < MIN_SIZE) fail('size', `'${sizeRaw}' is smaller than the minimum of 1 MiB`);
+    if (sizeBytes > MAX_SIZE) fail('size', `'${sizeRaw}' is larger than the maximum of 2^63-1 bytes`);
+    if (sizeBytes % BigInt(blockSize) !== 0n) {
+      fail('size', `'${sizeRaw}' (${sizeBytes} bytes) is not a multiple of the block size ${blockSize}`);
+    }
+
+    const iqnRaw = values.iqn ?? DEFAULT_IQN;
+    const iqnProblem = iscsiNameProblem(iqnRaw);
+    if (iqnProblem !== undefined) fail('iqn', `'${iqnRaw}' ${iqnProblem}`);
+
+    const chap = chapPair(
+      'chap-user', values['chap-user'],
+      'chap-secret', values['chap-secret'], 'CHAP_SECRET', env['CHAP_SECRET'],
+    );
+    const mutualChap = chapPair(
+      'mutual-chap-user', values['mutual-chap-user'],
+      'mutual-chap-secret', values['mutual-chap-secret'], 'MUTUAL_CHAP_SECRET', env['MUTUAL_CHAP_SECRET'],
+    );
+    if (mutualChap !== undefined && chap === undefined) {
+      fail('mutual-chap-user', 'mutual CHAP needs one-way CHAP too (--chap-user and --chap-secret)');
+    }
+    // RFC 3720 §8.2.1: a secret used to authenticate initiators MUST NOT also authenticate
+    // targets, otherwise a reflection attack lets an attacker answer the target's own challenge.
+    if (chap !== undefined && mutualChap !== undefined && chap.secret === mutualChap.secret) {
+      fail('mutual-chap-secret', 'must differ from the one-way CHAP secret (RFC 3720 8.2.1)');
+    }
+
+    const allowInitiators: string[] = [];
+    for (const name of values['allow-initiator'] ?? []) {
+      const problem = iscsiNameProblem(name);
+      if (problem !== undefined) fail('allow-initiator', `'${name}' ${problem}`);
+      const normalized = normalizeIscsiName(name);
+      if (!allowInitiators.includes(normalized)) allowInitiators.push(normalized);
+    }
+
+    const logLevel = values['log-level'] ?? env['LOG_LEVEL'] ?? 'info';
+    if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+      const flag = values['log-level'] !== undefined ? '--log-level' : 'LOG_LEVEL';
+      return { ok: false, error: `${flag}: '${logLevel}' is not a log level (use ${LOG_LEVELS.join(', ')})` };
+    }
+
+    const config: TargetConfig = {
+      portal,
+      dataDir: resolve(dataDirRaw),
+      sizeBytes,
+      blockSize,
+      iqn: normalizeIscsiName(iqnRaw),
+      ...(chap !== undefined ? { chap } : {}),
+      ...(mutualChap !== undefined ? { mutualChap } : {}),
+      allowInitiators,
+      logLevel,
+    };
+    return { ok: true, config };
+  } catch (err) {
+    if (err instanceof ConfigError) return { ok: false, error: err.message };
+    throw err;
+  }
+}
+
+function parsePortal(raw: string): { host: string; port: number } {
+  let host: string;
+  let portText: string | undefined;
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(raw);
+  if (bracketed !== null) {
+    host = bracketed[1] ?? '';
+    portText = bracketed[2];
+    if (isIP(host) !== 6) fail('portal', `'${raw}': '${host}' is not an IPv6 address`);
+  } else {
+    const colon = raw.lastIndexOf(':');
+    if (colon >= 0 && raw.indexOf(':') !== colon) {
+      fail('portal', `'${raw}': write IPv6 addresses in brackets, e.g. [::1]:3260`);
+    }
+    host = colon >= 0 ? raw.slice(0, colon) : raw;
+    portText = colon >= 0 ? raw.slice(colon + 1) : undefined;
+    if (host === '') fail('portal', `'${raw}' has no host (use HOST:PORT, e.g. 127.0.0.1:3260)`);
+    if (isIP(host) === 0 && !isHostname(host)) fail('portal', `'${raw}': '${host}' is not a host name or address`);
+  }
+  // RFC 7143 §13.4: the well-known iSCSI port when none is given.
+  if (portText === undefined) return { host, port: 3260 };
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+    fail('portal', `'${raw}': '${portText}' is not a port (0..65535)`);
+  }
+  return { host, port: Number(portText) };
+}
+
+function isHostname(host: string): boolean {
+  if (host.length > 253) return false;
+  return host.split('.').every(label => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));
+}
+
+const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
+
+/** Bytes, or K/M/G/T with an optional B/iB suffix; all multipliers are binary (as qemu-img does). */
+export function parseSize(raw: string): bigint | undefined {
+  const m = /^(\d+)\s*(?:([KMGTkmgt])(?:i?[Bb])?|[Bb])?$/.exec(raw.trim());
+  if (m === null || m[1] === undefined) return undefined;
+  // Guard BigInt() against absurd digit strings before multiplying.
+  if (m[1].length > 30) return undefined;
+  const unit = SIZE_UNITS[(m[2] ?? '').toUpperCase()];
+  if (unit === undefined) return undefined;
+  return BigInt(m[1]) * unit;
+}
+
+function chapPair(
+  userFlag: string, user: string | undefined,
+  secretFlag: string, secretFromFlag: string | undefined,
+  envName: string, secretFromEnv: string | undefined,
+): ChapCredentials | undefined {
+  // The env variable exists so secrets stay out of argv (visible in ps); it only applies
+  // when the matching user flag is given, so a stray exported variable cannot turn CHAP on.
+  if (user === undefined) {
+    if (secretFromFlag !== undefined) fail(secretFlag, `needs --${userFlag}`);
+    return undefined;
+  }
+  if (user === '') fail(userFlag, 'must not be empty');
+  if (Buffer.byteLength(user) > MAX_CHAP_BYTES) fail(userFlag, `is longer than ${MAX_CHAP_BYTES} bytes`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(user)) fail(userFlag, 'must not contain control characters');
+  const secret = secretFromFlag ?? secretFromEnv;
+  const where = secretFromFlag !== undefined ? `--${secretFlag}` : envName;
+  if (secret === undefined || secret === '') {
+    fail(userFlag, `needs a secret (--${secretFlag} or env ${envName})`);
+  }
+  const bytes = Buffer.byteLength(secret);
+  if (bytes < MIN_SECRET_BYTES) {
+    throw new ConfigError(
+      `${where}: secret is ${bytes} bytes; CHAP secrets must be at least ${MIN_SECRET_BYTES} bytes (96 bits, RFC 7143 12.1.3)`,
+    );
+  }
+  if (bytes > MAX_CHAP_BYTES) throw new ConfigError(`${where}: secret is longer than ${MAX_CHAP_BYTES} bytes`);
+  return { user, secret };
+}
+
+/**
+ * Why `name` is not a valid iSCSI name (RFC 3720 §3.2.6, RFC 3980 for naa.), or undefined when it is.
+ * The text is phrased to follow the quoted name: "'X' is not ...".
+ */
+export function iscsiNameProblem(name: string): string | undefined {
+  if (name === '') return 'is empty';
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) return `is longer than ${MAX_NAME_BYTES} bytes (RFC 3720 3.2.6.1)`;
+  const lower = name.toLowerCase();
+  if (lower.startsWith('iqn.')) {
+    // iqn.YYYY-MM.reversed.domain[:anything]; after stringprep only lower-case ASCII letters,
+    // digits, '-', '.', ':' remain in the ASCII range (non-ASCII letters are allowed).
+    if (name !== lower) return 'must be lower case (iSCSI names are case-folded, RFC 3722)';
+    const m = /^iqn\.(\d{4})-(\d{2})\.([^:]+)(?::(.*))?$/u.exec(name);
+    if (m === null) return 'is not an iqn. name (iqn.YYYY-MM.reversed.domain[:unique], RFC 3720 3.2.6.3.1)';
+    const month = Number(m[2]);
+    if (month < 1 || month > 12) return `has month ${m[2]}, not 01..12`;
+    const domain = m[3] ?? '';
+    if (!domain.split('.').every(label => /^[\p{Ll}\p{Lo}\p{N}]([\p{Ll}\p{Lo}\p{N}-]*[\p{Ll}\p{Lo}\p{N}])?$/u.test(label))) {
+      return `has '${domain}', which is not a reversed domain name`;
+    }
+    const rest = m[4];
+    if (rest !== undefined) {
+      if (rest === '') return "has nothing after ':'";
+      if (!/^[\p{Ll}\p{Lo}\p{N}.:-]+$/u.test(rest)) {
+        return "contains characters iSCSI names do not allow (only a-z, 0-9, '-', '.', ':')";
+      }
+    }
+    return undefined;
+  }
+  if (lower.startsWith('eui.')) {
+    return /^eui\.[0-9a-f]{16}$/i.test(name) ? undefined : 'is not an eui. name (eui. + 16 hex digits, RFC 3720 3.2.6.3.2)';
+  }
+  if (lower.startsWith('naa.')) {
+    return /^naa\.(?:[0-9a-f]{16}|[0-9a-f]{32})$/i.test(name)
+      ? undefined
+      : 'is not a naa. name (naa. + 16 or 32 hex digits, RFC 3980)';
+  }
+  return "is not an iSCSI name (must start with 'iqn.', 'eui.' or 'naa.')";
+}
+
+/** Canonical form for comparisons: lower-case type prefix; eui./naa. hex in upper case as the RFCs write it. */
+export function normalizeIscsiName(name: string): string {
+  const lower = name.toLowerCase();
+  if (lower.startsWith('eui.') || lower.startsWith('naa.')) return lower.slice(0, 4) + name.slice(4).toUpperCase();
+  return lower;
+}

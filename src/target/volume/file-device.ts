@@ -1,0 +1,211 @@
+// A BlockDevice over a local file or block device with positional I/O (node:fs/promises FileHandle).
+// FUA = write then fdatasync; flush = fdatasync. node:fs has no fallocate(PUNCH_HOLE) or SEEK_HOLE, so
+// unmap writes zeroes (reads then return zeroes as LBPRZ promises) and mapStatus is not provided
+// (GET LBA STATUS reports everything mapped). A native O_DIRECT store replaces this later.
+// State (persistent reservations) lives in `<path>.state/<key>`, replaced atomically.
+import { open, mkdir, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
+
+export interface FileBlockDeviceOptions {
+  /** Size in bytes: creates a sparse file if missing, grows a smaller one. Required for a new file. */
+  readonly size?: bigint;
+  readonly blockSize: 512 | 4096;
+  /** Report write-back caching (WCE=1; completed writes are durable after SYNCHRONIZE CACHE). Default true. */
+  readonly writeCache?: boolean;
+}
+
+const ZERO_CHUNK = 1 << 20;
+const STATE_KEY = /^[A-Za-z0-9._-]{1,64}$/;
+
+function errno(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : undefined;
+}
+
+/** Map an fs error to what the SCSI layer reports (media error / out of space); others pass through. */
+function ioError(e: unknown, lba: bigint): unknown {
+  switch (errno(e)) {
+    case 'EIO': return new BlockDeviceError('EMEDIUM', `I/O error near lba ${lba}`, lba);
+    case 'ENOSPC':
+    case 'EDQUOT': return new BlockDeviceError('ENOSPC', 'no space left on the backing store');
+    default: return e;
+  }
+}
+
+/** Size of a Linux block device from sysfs (fstat reports 0 for block devices). */
+async function blockDeviceBytes(rdev: number): Promise<bigint> {
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | ((Math.floor(rdev / 4096) & 0xfff00));
+  const sectors = (await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')).trim();
+  return BigInt(sectors) * 512n;
+}
+
+export class FileBlockDevice implements BlockDevice {
+  readonly blockSize: number;
+  readonly writeCache: boolean;
+  readonly path: string;
+  #blockCount: bigint;
+  readonly #fh: FileHandle;
+  readonly #listeners = new Set<(n: bigint) => void>();
+  #zeroes: Buffer | undefined;
+
+  static async open(path: string, options: FileBlockDeviceOptions): Promise<FileBlockDevice> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r+');
+    } catch (e) {
+      if (errno(e) !== 'ENOENT' || options.size === undefined) throw e;
+      fh = await open(path, 'wx+');
+    }
+    try {
+      const st = await fh.stat({ bigint: true });
+      let bytes: bigint;
+      if (st.isBlockDevice()) {
+        bytes = await blockDeviceBytes(Number(st.rdev));
+      } else {
+        bytes = st.size;
+        if (options.size !== undefined && options.size > bytes) {
+          await fh.truncate(Number(options.size));
+          bytes = options.size;
+        }
+      }
+      const blockCount = bytes / BigInt(options.blockSize);
+      if (blockCount === 0n) throw new RangeError(`${path}: smaller than one block`);
+      return new FileBlockDevice(path, fh, options, blockCount);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  private constructor(path: string, fh: FileHandle, options: FileBlockDeviceOptions, blockCount: bigint) {
+    this.path = path;
+    this.#fh = fh;
+    this.blockSize = options.blockSize;
+    this.writeCache = options.writeCache ?? true;
+    this.#blockCount = blockCount;
+  }
+
+  get blockCount(): bigint {
+    return this.#blockCount;
+  }
+
+  #range(lba: bigint, blocks: number): number {
+    if (lba < 0n || lba + BigInt(blocks) > this.#blockCount) {
+      throw new BlockDeviceError('ERANGE', `lba ${lba}+${blocks} beyond capacity ${this.#blockCount}`);
+    }
+    return Number(lba) * this.blockSize;
+  }
+
+  async read(lba: bigint, blocks: number, into: Buffer): Promise<void> {
+    const position = this.#range(lba, blocks);
+    const length = blocks * this.blockSize;
+    try {
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await this.#fh.read(into, done, length - done, position + done);
+        if (bytesRead === 0) {
+          into.fill(0, done, length); // beyond end of a short file: zeroes
+          break;
+        }
+        done += bytesRead;
+      }
+    } catch (e) {
+      throw ioError(e, lba);
+    }
+  }
+
+  async write(lba: bigint, data: Buffer, options?: BlockDeviceWriteOptions): Promise<void> {
+    const position = this.#range(lba, data.length / this.blockSize);
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.#fh.write(data, done, data.length - done, position + done);
+        done += bytesWritten;
+      }
+      if (options?.fua) await this.#fh.datasync();
+    } catch (e) {
+      throw ioError(e, lba);
+    }
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.#fh.datasync();
+    } catch (e) {
+      throw ioError(e, 0n);
+    }
+  }
+
+  /** No hole punching in node:fs: deallocation is a zero write (reads return zeroes either way). */
+  unmap(lba: bigint, blocks: number): Promise<void> {
+    return this.writeZeroes(lba, blocks);
+  }
+
+  async writeZeroes(lba: bigint, blocks: number): Promise<void> {
+    this.#range(lba, blocks);
+    const chunkBlocks = Math.max(1, Math.floor(ZERO_CHUNK / this.blockSize));
+    this.#zeroes ??= Buffer.alloc(chunkBlocks * this.blockSize);
+    for (let done = 0; done < blocks;) {
+      const n = Math.min(chunkBlocks, blocks - done);
+      await this.write(lba + BigInt(done), this.#zeroes.subarray(0, n * this.blockSize));
+      done += n;
+    }
+  }
+
+  /** Grow the backing file (not block devices) and tell listeners (CAPACITY DATA HAS CHANGED). */
+  async grow(bytes: bigint): Promise<void> {
+    const blockCount = bytes / BigInt(this.blockSize);
+    if (blockCount <= this.#blockCount) return;
+    await this.#fh.truncate(Number(bytes));
+    this.#blockCount = blockCount;
+    for (const l of this.#listeners) l(blockCount);
+  }
+
+  onCapacityChange(listener: (newBlockCount: bigint) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #statePath(key: string): string {
+    if (!STATE_KEY.test(key)) throw new RangeError(`invalid state key ${JSON.stringify(key)}`);
+    return join(`${this.path}.state`, key);
+  }
+
+  async loadState(key: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.#statePath(key));
+    } catch (e) {
+      if (errno(e) === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Atomic replace: write a temporary file, fsync it, rename over the old one, fsync the directory. */
+  async saveState(key: string, value: Buffer): Promise<void> {
+    const target = this.#statePath(key);
+    const dir = dirname(target);
+    await mkdir(dir, { recursive: true });
+    const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(value);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, target);
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#listeners.clear();
+    await this.#fh.close();
+  }
+}
+

@@ -1,0 +1,224 @@
+import t from 'tap';
+import { resolve } from 'node:path';
+import {
+  parseTargetConfig,
+  parseSize,
+  iscsiNameProblem,
+  normalizeIscsiName,
+  TARGET_USAGE,
+  type TargetConfig,
+} from '../../src/target/config.js';
+
+const SECRET = 'abcdefghijkl'; // exactly 12 bytes
+const SECRET2 = 'mnopqrstuvwx';
+
+function ok(argv: string[], env: NodeJS.ProcessEnv = {}): TargetConfig {
+  const r = parseTargetConfig(argv, env);
+  if (!r.ok) throw new Error(`expected ok for ${JSON.stringify(argv)}, got: ${r.error}`);
+  return r.config;
+}
+
+function err(argv: string[], env: NodeJS.ProcessEnv = {}): string {
+  const r = parseTargetConfig(argv, env);
+  if (r.ok) throw new Error(`expected an error for ${JSON.stringify(argv)}`);
+  return r.error;
+}
+
+t.test('defaults', async t => {
+  const c = ok([]);
+  t.same(c.portal, { host: '127.0.0.1', port: 3260 });
+  t.equal(c.dataDir, resolve('./data'));
+  t.equal(c.sizeBytes, 1n << 30n);
+  t.equal(c.blockSize, 512);
+  t.equal(c.iqn, 'iqn.2016-09.com.openebs.cstor:vol1');
+  t.equal(c.chap, undefined);
+  t.equal(c.mutualChap, undefined);
+  t.same(c.allowInitiators, []);
+  t.equal(c.logLevel, 'info');
+  t.notOk('chap' in c, 'no chap key at all (exactOptionalPropertyTypes)');
+});
+
+t.test('--help', async t => {
+  const r = parseTargetConfig(['--help'], {});
+  t.equal(r.ok, false);
+  if (!r.ok) {
+    t.equal(r.help, true);
+    t.equal(r.error, TARGET_USAGE);
+  }
+  const h = parseTargetConfig(['-h', '--size', 'bogus'], {});
+  t.ok(!h.ok && h.help === true, '-h wins over other errors');
+  for (const flag of ['--portal', '--data-dir', '--size', '--block-size', '--iqn', '--chap-user', '--chap-secret',
+    '--mutual-chap-user', '--mutual-chap-secret', '--allow-initiator', '--log-level']) {
+    t.match(TARGET_USAGE, flag, `usage mentions ${flag}`);
+  }
+  const e = parseTargetConfig(['--size', 'x'], {});
+  t.ok(!e.ok && e.help === undefined, 'errors are not help');
+});
+
+t.test('unknown flags, positionals, missing values, repeats', async t => {
+  t.match(err(['--bogus']), /Unknown option '--bogus'/);
+  t.match(err(['extra']), /positional/i);
+  t.match(err(['--size']), /--size/);
+  t.equal(err(['--size', '1G', '--size', '2G']), '--size: given more than once');
+  t.equal(err(['--portal=1.2.3.4:1', '--portal', '1.2.3.4:2']), '--portal: given more than once');
+});
+
+t.test('--portal', async t => {
+  t.same(ok(['--portal', '0.0.0.0:3261']).portal, { host: '0.0.0.0', port: 3261 });
+  t.same(ok(['--portal', '127.0.0.1:0']).portal, { host: '127.0.0.1', port: 0 }, 'port 0 = any free port');
+  t.same(ok(['--portal=localhost:65535']).portal, { host: 'localhost', port: 65535 });
+  t.same(ok(['--portal', '10.1.2.3']).portal, { host: '10.1.2.3', port: 3260 }, 'default port');
+  t.same(ok(['--portal', '[::1]:3260']).portal, { host: '::1', port: 3260 });
+  t.same(ok(['--portal', '[::]']).portal, { host: '::', port: 3260 });
+  t.same(ok(['--portal', 'storage-01.example.com:3260']).portal, { host: 'storage-01.example.com', port: 3260 });
+  t.equal(err(['--portal', '127.0.0.1:65536']), "--portal: '127.0.0.1:65536': '65536' is not a port (0..65535)");
+  t.equal(err(['--portal', '127.0.0.1:']), "--portal: '127.0.0.1:': '' is not a port (0..65535)");
+  t.equal(err(['--portal', '127.0.0.1:x']), "--portal: '127.0.0.1:x': 'x' is not a port (0..65535)");
+  t.equal(err(['--portal', ':3260']), "--portal: ':3260' has no host (use HOST:PORT, e.g. 127.0.0.1:3260)");
+  t.equal(err(['--portal', '::1']), "--portal: '::1': write IPv6 addresses in brackets, e.g. [::1]:3260");
+  t.equal(err(['--portal', '[1.2.3.4]:1']), "--portal: '[1.2.3.4]:1': '1.2.3.4' is not an IPv6 address");
+  t.equal(err(['--portal', 'bad_host:1']), "--portal: 'bad_host:1': 'bad_host' is not a host name or address");
+});
+
+t.test('--data-dir', async t => {
+  t.equal(ok(['--data-dir', '/var/lib/cstor']).dataDir, '/var/lib/cstor');
+  t.equal(ok(['--data-dir', 'rel/dir']).dataDir, resolve('rel/dir'));
+  t.equal(err(['--data-dir', '']), '--data-dir: must not be empty');
+  t.equal(err(['--data-dir', 'a\0b']), '--data-dir: must not contain NUL');
+});
+
+t.test('--size', async t => {
+  const cases: [string, bigint][] = [
+    ['1048576', 1n << 20n], ['1048576B', 1n << 20n], ['1024K', 1n << 20n], ['1024k', 1n << 20n], ['1024KiB', 1n << 20n],
+    ['512M', 512n << 20n], ['512MB', 512n << 20n], ['512MiB', 512n << 20n], ['1G', 1n << 30n], ['1GiB', 1n << 30n],
+    ['10G', 10n << 30n], ['2T', 2n << 40n], ['2TiB', 2n << 40n], [' 64M ', 64n << 20n], ['64 M', 64n << 20n],
+  ];
+  for (const [text, bytes] of cases) t.equal(ok(['--size', text]).sizeBytes, bytes, text);
+  t.equal(err(['--size', '12Q']), "--size: '12Q' is not a size (use bytes or K/M/G/T suffixes)");
+  for (const bad of ['', 'G', '1.5G', '-1G', '1GG', '1iB', '0x100000', '1P']) {
+    t.equal(err([`--size=${bad}`]), `--size: '${bad}' is not a size (use bytes or K/M/G/T suffixes)`, JSON.stringify(bad));
+  }
+  t.equal(err(['--size', '0']), "--size: '0' is smaller than the minimum of 1 MiB");
+  t.equal(err(['--size', '1023K']), "--size: '1023K' is smaller than the minimum of 1 MiB");
+  t.equal(err(['--size', '9000000T']), "--size: '9000000T' is larger than the maximum of 2^63-1 bytes");
+  t.equal(err(['--size', '1048577']), "--size: '1048577' (1048577 bytes) is not a multiple of the block size 512");
+  t.equal(err(['--size', '1049088', '--block-size', '4096']),
+    "--size: '1049088' (1049088 bytes) is not a multiple of the block size 4096");
+  t.equal(ok(['--size', '1049088']).sizeBytes, 1049088n, '512-multiple is fine with 512 blocks');
+  t.equal(parseSize('1'.repeat(31)), undefined, 'absurd digit strings are refused');
+  t.match(err(['--size', '-1G']), /ambiguous/, 'parseArgs refuses a dash value without =');
+});
+
+t.test('--block-size', async t => {
+  t.equal(ok(['--block-size', '512']).blockSize, 512);
+  t.equal(ok(['--block-size', '4096']).blockSize, 4096);
+  for (const bad of ['1024', '4k', '', '0512']) {
+    t.equal(err(['--block-size', bad]), `--block-size: '${bad}' is not a supported block size (use 512 or 4096)`);
+  }
+});
+
+t.test('--iqn and iSCSI names', async t => {
+  for (const good of [
+    'iqn.2016-09.com.openebs.cstor:vol1', 'iqn.1992-01.com.example', 'iqn.2001-04.com.example:storage:diskarrays-sn-a8675309',
+    'iqn.2001-04.com.example:storage.tape1.sys1.xyz', 'iqn.2005-03.org.open-iscsi:abc123', 'iqn.2020-12.de.münchen:disk',
+  ]) t.equal(ok(['--iqn', good]).iqn, good, good);
+  t.equal(ok(['--iqn', 'eui.02004567a425678d']).iqn, 'eui.02004567A425678D', 'eui hex normalised upper');
+  t.equal(ok(['--iqn', 'naa.52004567BA64678D']).iqn, 'naa.52004567BA64678D');
+  t.equal(ok(['--iqn', 'naa.62004567BA64678D0123456789ABCDEF']).iqn, 'naa.62004567BA64678D0123456789ABCDEF');
+  const cases: [string, string][] = [
+    ['', "'' is empty"],
+    ['vol1', "'vol1' is not an iSCSI name (must start with 'iqn.', 'eui.' or 'naa.')"],
+    ['IQN.2016-09.com.x:y', "'IQN.2016-09.com.x:y' must be lower case (iSCSI names are case-folded, RFC 3722)"],
+    ['iqn.2016-09.com.X:vol', "'iqn.2016-09.com.X:vol' must be lower case (iSCSI names are case-folded, RFC 3722)"],
+    ['iqn.16-09.com.x', "'iqn.16-09.com.x' is not an iqn. name (iqn.YYYY-MM.reversed.domain[:unique], RFC 3720 3.2.6.3.1)"],
+    ['iqn.2016-9.com.x', "'iqn.2016-9.com.x' is not an iqn. name (iqn.YYYY-MM.reversed.domain[:unique], RFC 3720 3.2.6.3.1)"],
+    ['iqn.2016-09', "'iqn.2016-09' is not an iqn. name (iqn.YYYY-MM.reversed.domain[:unique], RFC 3720 3.2.6.3.1)"],
+    ['iqn.2016-13.com.x', "'iqn.2016-13.com.x' has month 13, not 01..12"],
+    ['iqn.2016-00.com.x', "'iqn.2016-00.com.x' has month 00, not 01..12"],
+    ['iqn.2016-09.com..x', "'iqn.2016-09.com..x' has 'com..x', which is not a reversed domain name"],
+    ['iqn.2016-09.-com.x', "'iqn.2016-09.-com.x' has '-com.x', which is not a reversed domain name"],
+    ['iqn.2016-09.com.x:', "'iqn.2016-09.com.x:' has nothing after ':'"],
+    ['iqn.2016-09.com.x:a b', "'iqn.2016-09.com.x:a b' contains characters iSCSI names do not allow (only a-z, 0-9, '-', '.', ':')"],
+    ['iqn.2016-09.com.x:a_b', "'iqn.2016-09.com.x:a_b' contains characters iSCSI names do not allow (only a-z, 0-9, '-', '.', ':')"],
+    ['eui.0200', "'eui.0200' is not an eui. name (eui. + 16 hex digits, RFC 3720 3.2.6.3.2)"],
+    ['eui.02004567A425678G', "'eui.02004567A425678G' is not an eui. name (eui. + 16 hex digits, RFC 3720 3.2.6.3.2)"],
+    ['naa.1234', "'naa.1234' is not a naa. name (naa. + 16 or 32 hex digits, RFC 3980)"],
+  ];
+  for (const [name, message] of cases) t.equal(err(['--iqn', name]), `--iqn: ${message}`, name);
+  const long = 'iqn.2016-09.com.x:' + 'a'.repeat(206);
+  t.equal(iscsiNameProblem(long), 'is longer than 223 bytes (RFC 3720 3.2.6.1)');
+  t.equal(iscsiNameProblem(long.slice(0, 223)), undefined, '223 bytes is fine');
+  t.equal(normalizeIscsiName('EUI.abcdef0123456789'), 'eui.ABCDEF0123456789');
+});
+
+t.test('one-way CHAP', async t => {
+  t.same(ok(['--chap-user', 'alice', '--chap-secret', SECRET]).chap, { user: 'alice', secret: SECRET });
+  t.same(ok(['--chap-user', 'alice'], { CHAP_SECRET: SECRET }).chap, { user: 'alice', secret: SECRET }, 'secret from env');
+  t.same(ok(['--chap-user', 'alice', '--chap-secret', SECRET2], { CHAP_SECRET: SECRET }).chap?.secret, SECRET2, 'flag wins');
+  t.equal(ok([], { CHAP_SECRET: SECRET }).chap, undefined, 'env alone does not enable CHAP');
+  t.equal(err(['--chap-secret', SECRET]), '--chap-secret: needs --chap-user');
+  t.equal(err(['--chap-user', 'alice']), '--chap-user: needs a secret (--chap-secret or env CHAP_SECRET)');
+  t.equal(err(['--chap-user', 'alice'], { CHAP_SECRET: '' }), '--chap-user: needs a secret (--chap-secret or env CHAP_SECRET)');
+  t.equal(err(['--chap-user', '', '--chap-secret', SECRET]), '--chap-user: must not be empty');
+  t.equal(err(['--chap-user', 'a\tb', '--chap-secret', SECRET]), '--chap-user: must not contain control characters');
+  t.equal(err(['--chap-user', 'u'.repeat(256), '--chap-secret', SECRET]), '--chap-user: is longer than 255 bytes');
+  t.equal(err(['--chap-user', 'alice', '--chap-secret', 'short']),
+    '--chap-secret: secret is 5 bytes; CHAP secrets must be at least 12 bytes (96 bits, RFC 7143 12.1.3)');
+  t.equal(err(['--chap-user', 'alice'], { CHAP_SECRET: '01234567890' }),
+    'CHAP_SECRET: secret is 11 bytes; CHAP secrets must be at least 12 bytes (96 bits, RFC 7143 12.1.3)');
+  t.equal(err(['--chap-user', 'alice', '--chap-secret', 's'.repeat(256)]), '--chap-secret: secret is longer than 255 bytes');
+  t.same(ok(['--chap-user', 'alice', '--chap-secret', 's'.repeat(255)]).chap?.secret.length, 255);
+});
+
+t.test('mutual CHAP', async t => {
+  const base = ['--chap-user', 'alice', '--chap-secret', SECRET];
+  const c = ok([...base, '--mutual-chap-user', 'target', '--mutual-chap-secret', SECRET2]);
+  t.same(c.mutualChap, { user: 'target', secret: SECRET2 });
+  t.same(ok([...base, '--mutual-chap-user', 'target'], { MUTUAL_CHAP_SECRET: SECRET2 }).mutualChap?.secret, SECRET2);
+  t.same(ok(['--chap-user', 'alice', '--mutual-chap-user', 'target'], { CHAP_SECRET: SECRET, MUTUAL_CHAP_SECRET: SECRET2 }).mutualChap,
+    { user: 'target', secret: SECRET2 }, 'both secrets from env');
+  t.equal(ok(base, { MUTUAL_CHAP_SECRET: SECRET2 }).mutualChap, undefined);
+  t.equal(err(['--mutual-chap-user', 'target', '--mutual-chap-secret', SECRET2]),
+    '--mutual-chap-user: mutual CHAP needs one-way CHAP too (--chap-user and --chap-secret)');
+  t.equal(err([...base, '--mutual-chap-secret', SECRET2]), '--mutual-chap-secret: needs --mutual-chap-user');
+  t.equal(err([...base, '--mutual-chap-user', 'target']),
+    '--mutual-chap-user: needs a secret (--mutual-chap-secret or env MUTUAL_CHAP_SECRET)');
+  t.equal(err([...base, '--mutual-chap-user', 'target', '--mutual-chap-secret', 'tiny']),
+    '--mutual-chap-secret: secret is 4 bytes; CHAP secrets must be at least 12 bytes (96 bits, RFC 7143 12.1.3)');
+  t.equal(err([...base, '--mutual-chap-user', 'target'], { MUTUAL_CHAP_SECRET: 'tiny' }),
+    'MUTUAL_CHAP_SECRET: secret is 4 bytes; CHAP secrets must be at least 12 bytes (96 bits, RFC 7143 12.1.3)');
+  t.equal(err([...base, '--mutual-chap-user', 'target', '--mutual-chap-secret', SECRET]),
+    '--mutual-chap-secret: must differ from the one-way CHAP secret (RFC 3720 8.2.1)');
+});
+
+t.test('--allow-initiator', async t => {
+  const c = ok(['--allow-initiator', 'iqn.2005-03.org.open-iscsi:a', '--allow-initiator', 'eui.02004567a425678d',
+    '--allow-initiator', 'iqn.2005-03.org.open-iscsi:a']);
+  t.same(c.allowInitiators, ['iqn.2005-03.org.open-iscsi:a', 'eui.02004567A425678D'], 'normalised and de-duplicated');
+  t.equal(err(['--allow-initiator', 'iqn.2005-03.org.open-iscsi:a', '--allow-initiator', 'bogus']),
+    "--allow-initiator: 'bogus' is not an iSCSI name (must start with 'iqn.', 'eui.' or 'naa.')");
+  t.equal(err(['--allow-initiator', 'iqn.2005-03.ORG.x']),
+    "--allow-initiator: 'iqn.2005-03.ORG.x' must be lower case (iSCSI names are case-folded, RFC 3722)");
+});
+
+t.test('--log-level', async t => {
+  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) {
+    t.equal(ok(['--log-level', level]).logLevel, level);
+  }
+  t.equal(ok([], { LOG_LEVEL: 'debug' }).logLevel, 'debug', 'LOG_LEVEL env as default');
+  t.equal(ok(['--log-level', 'warn'], { LOG_LEVEL: 'debug' }).logLevel, 'warn', 'flag wins');
+  t.equal(err(['--log-level', 'verbose']),
+    "--log-level: 'verbose' is not a log level (use fatal, error, warn, info, debug, trace, silent)");
+  t.equal(err([], { LOG_LEVEL: 'loud' }), "LOG_LEVEL: 'loud' is not a log level (use fatal, error, warn, info, debug, trace, silent)");
+});
+
+t.test('everything together', async t => {
+  const c = ok(['--portal', '127.0.0.1:0', '--data-dir', '/tmp/d', '--size', '64MiB', '--block-size', '4096',
+    '--iqn', 'iqn.2025-01.org.example:disk0', '--chap-user', 'u', '--chap-secret', SECRET, '--mutual-chap-user', 't',
+    '--mutual-chap-secret', SECRET2, '--allow-initiator', 'iqn.2005-03.org.open-iscsi:vm', '--log-level', 'debug']);
+  t.same(c, {
+    portal: { host: '127.0.0.1', port: 0 }, dataDir: '/tmp/d', sizeBytes: 64n << 20n, blockSize: 4096,
+    iqn: 'iqn.2025-01.org.example:disk0', chap: { user: 'u', secret: SECRET }, mutualChap: { user: 't', secret: SECRET2 },
+    allowInitiators: ['iqn.2005-03.org.open-iscsi:vm'], logLevel: 'debug',
+  });
+});
