@@ -2,8 +2,8 @@
 // immediate/unsolicited/solicited data, Data-In splitting, residuals, CmdSN window, NOP, Reject,
 // task management, reinstatement and logout.
 
-import t from 'tap';
-import { TestInitiator } from '../fixtures/initiator.js';
+import t, { type Test } from 'tap';
+import { TestInitiator, type LoginOptions } from '../fixtures/initiator.js';
 import { startInProcessTarget, TEST_IQN } from '../fixtures/iscsi-target.js';
 import { LoginStatus, RejectReason, RESERVED_TAG, TmfResponse, TmfFunction } from '../../src/protocol/iscsi/constants.js';
 import { parseTextData, encodeTextPairs } from '../../src/protocol/iscsi/text.js';
@@ -21,7 +21,7 @@ function pattern(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7 + (i >> 9)) & 0xff; return b;
 }
 
-async function loggedIn(t: Parameters<Parameters<typeof tap.test>[1]>[0], port: number, opts = {}): Promise<TestInitiator> {
+async function loggedIn(t: Test, port: number, opts: LoginOptions = {}): Promise<TestInitiator> {
   const ini = await TestInitiator.connect(port);
   t.teardown(() => ini.close());
   const r = await ini.login(opts);
@@ -30,7 +30,6 @@ async function loggedIn(t: Parameters<Parameters<typeof tap.test>[1]>[0], port: 
   await ini.command(TUR);
   return ini;
 }
-const tap = t;
 
 t.test('login, discovery and access control', async t => {
   const target = await startInProcessTarget(t, { allowInitiators: ['iqn.2025-01.test:allowed'] });
