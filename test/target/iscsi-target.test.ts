@@ -277,3 +277,29 @@ t.test('data transfer', async t => {
     t.ok(await ini.waitClosed(), 'header digest error drops the connection');
   });
 });
+
+t.test('NOP-In pings drop a dead connection and keep a live one', async t => {
+  const target = await startInProcessTarget(t, { nopInIntervalMs: 150, nopInTimeoutMs: 400 });
+  const dead = await TestInitiator.connect(target.port);
+  t.teardown(() => dead.close());
+  t.equal((await dead.login()).status, 0);
+  const ping = await dead.next(2000);
+  t.equal(ping?.kind, 'NopIn');
+  if (ping?.kind === 'NopIn') {
+    t.equal(ping.itt, RESERVED_TAG, 'target-initiated ping');
+    t.not(ping.ttt, RESERVED_TAG, 'asks for an answer');
+  }
+  t.ok(await dead.waitClosed(3000), 'unanswered ping drops the connection');
+
+  const live = await TestInitiator.connect(target.port);
+  t.teardown(() => live.close());
+  t.equal((await live.login()).status, 0);
+  const deadline = Date.now() + 1500;
+  while (Date.now() < deadline) {
+    const p = await live.next(2000);
+    if (p?.kind === 'NopIn' && p.itt === RESERVED_TAG) {
+      live.send({ kind: 'NopOut', immediate: true, lun: 0n, itt: RESERVED_TAG, ttt: p.ttt, cmdSN: live.cmdSN, expStatSN: live.expStatSN, data: Buffer.alloc(0) });
+    }
+  }
+  t.notOk(live.closed, 'answered pings keep the connection');
+});

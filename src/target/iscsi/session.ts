@@ -158,6 +158,10 @@ export class Session {
     let task: ScsiTask | undefined;
     if (pdu.kind === 'ScsiCommand') {
       try {
+        // Immediate commands bypass the CmdSN window; bound them too.
+        if (pdu.immediate && this.#tasks.size >= 2 * this.node.options.queueDepth) {
+          throw new IscsiTargetError(IscsiTargetErrorCode.TooManyTasks, 'too many immediate commands outstanding');
+        }
         if (this.#tasks.has(pdu.itt)) {
           throw new IscsiTargetError(IscsiTargetErrorCode.DuplicateItt, `ITT 0x${pdu.itt.toString(16)} is already in use`);
         }
