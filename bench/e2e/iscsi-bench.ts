@@ -1,0 +1,505 @@
+// End-to-end benchmark: our target against Debian's tgtd, driven by `qemu-img bench` over
+// iscsi:// (libiscsi inside qemu, no kernel initiator), in one run on one machine.
+//
+// Run:   npm run bench            (builds first)
+//   or:  node dist/bench/e2e/iscsi-bench.js
+// Env:   BENCH_SIZE=1GiB  BENCH_REPS=3  BENCH_SECONDS=3 (target length of one run)  BENCH_DIR=$TMPDIR
+//        BENCH_TGTD_BUFFERED=0 (skip the tgtd-without-O_DIRECT baseline)
+//        BENCH_WORKLOADS=4k-qd1-read,1m-qd8-write (subset)  BENCH_DEADLINE_S=900 (hard stop)
+// Output: a progress line on stderr, then a table and one JSON document on stdout.
+//
+// What is compared, honestly:
+// - ours serves its default FileBlockDevice: plain buffered fs I/O (no O_DIRECT yet), so reads of
+//   a file that fits in RAM come from the page cache and writes complete into it;
+// - tgtd with `--bsoflags direct` (O_DIRECT) goes to the device on every I/O; that is the
+//   production-like baseline but not like-for-like while our store is buffered;
+// - tgtd without bsoflags (buffered, like ours) is the fairer comparison of the iSCSI/SCSI path.
+// - qemu-img bench has no random mode: it walks offsets with a fixed step and wraps. The 4 KiB
+//   workloads use a large odd step (~64 MiB) so consecutive requests land far apart (no merging,
+//   no readahead win), which is "strided", not random; 1 MiB workloads are sequential.
+import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os';
+import { mkdtemp, open, rm, mkdir, readFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, killAll, killAllNow, run, sleep, spawnTracked, which, type Spawned } from '../_util/proc.js';
+import { summarize, type Summary } from '../_util/stats.js';
+import { formatTable, fmtFixed, fmtInt, printJson, Progress } from '../_util/report.js';
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$/i.exec(text.trim());
+  if (m === null) throw new Error(`BENCH_SIZE: cannot parse ${JSON.stringify(text)}`);
+  const unit = (m[2] ?? '').toUpperCase();
+  const mult = unit === 'K' ? 2 ** 10 : unit === 'M' ? 2 ** 20 : unit === 'G' ? 2 ** 30 : unit === 'T' ? 2 ** 40 : 1;
+  const bytes = Math.round(Number(m[1]) * mult);
+  // Both targets use 512-byte blocks; 1 MiB multiples keep every workload's offsets aligned.
+  if (bytes < 64 * 2 ** 20 || bytes % 2 ** 20 !== 0) throw new Error('BENCH_SIZE: need a multiple of 1 MiB, at least 64 MiB');
+  return bytes;
+}
+
+function envInt(name: string, def: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name}: expected a number in [${min}, ${max}], got ${raw}`);
+  return n;
+}
+
+const settings = {
+  sizeBytes: parseSize(process.env['BENCH_SIZE'] ?? '1GiB'),
+  reps: envInt('BENCH_REPS', 3, 1, 50),
+  secondsPerRun: envInt('BENCH_SECONDS', 3, 0.2, 60),
+  dir: process.env['BENCH_DIR'] ?? tmpdir(),
+  tgtdBuffered: process.env['BENCH_TGTD_BUFFERED'] !== '0',
+  deadlineS: envInt('BENCH_DEADLINE_S', 900, 30, 24 * 3600),
+  workloadFilter: (process.env['BENCH_WORKLOADS'] ?? '').split(',').map(s => s.trim()).filter(s => s !== ''),
+  blockSize: 512,
+  qemuCacheMode: 'none',
+  qemuAio: 'native (-n)',
+};
+
+// A large odd number of 4 KiB blocks (16411 is prime): every step jumps ~64 MiB, and the sequence
+// of offsets modulo the image size visits far-apart blocks instead of neighbours.
+const STRIDE_4K = 16411 * 4096;
+
+interface Workload {
+  readonly name: string;
+  readonly label: string;
+  readonly bs: number;
+  readonly depth: number;
+  readonly write: boolean;
+  readonly pattern: 'strided' | 'sequential';
+  readonly step: number;
+  /** Requests for the calibration (warm-up) run; small enough to be quick on a slow target. */
+  readonly warmupCount: number;
+}
+
+const ALL_WORKLOADS: readonly Workload[] = [
+  { name: '4k-qd1-read', label: '4k QD1 read', bs: 4096, depth: 1, write: false, pattern: 'strided', step: STRIDE_4K, warmupCount: 1000 },
+  { name: '4k-qd1-write', label: '4k QD1 write', bs: 4096, depth: 1, write: true, pattern: 'strided', step: STRIDE_4K, warmupCount: 1000 },
+  { name: '4k-qd32-read', label: '4k QD32 read', bs: 4096, depth: 32, write: false, pattern: 'strided', step: STRIDE_4K, warmupCount: 4000 },
+  { name: '4k-qd32-write', label: '4k QD32 write', bs: 4096, depth: 32, write: true, pattern: 'strided', step: STRIDE_4K, warmupCount: 4000 },
+  { name: '1m-qd8-read', label: '1M QD8 read', bs: 1 << 20, depth: 8, write: false, pattern: 'sequential', step: 1 << 20, warmupCount: 200 },
+  { name: '1m-qd8-write', label: '1M QD8 write', bs: 1 << 20, depth: 8, write: true, pattern: 'sequential', step: 1 << 20, warmupCount: 200 },
+];
+
+const workloads = settings.workloadFilter.length === 0 ? ALL_WORKLOADS
+  : ALL_WORKLOADS.filter(w => settings.workloadFilter.includes(w.name));
+
+// ---------------------------------------------------------------------------------------------
+// Targets under test
+
+interface TargetUnderTest {
+  readonly id: 'ours' | 'tgtd-direct' | 'tgtd-buffered';
+  readonly label: string;
+  readonly io: string;
+  readonly url: string;
+  readonly backingFile: string;
+  readonly proc: Spawned;
+  /** Extra cleanup after the process is gone (tgtd's control socket files). */
+  readonly cleanup: () => void;
+}
+
+/** Synchronous cleanups (temp dir, tgtd socket files) that must also run on Ctrl-C. */
+const syncCleanups = new Set<() => void>();
+
+const OUR_IQN = 'iqn.2016-09.com.openebs.cstor:bench';
+const TGT_IQN = 'iqn.2001-04.com.example:bench';
+
+/** Write the whole file with non-zero data and fsync it: every block allocated, nothing sparse. */
+async function precondition(path: string, bytes: number): Promise<void> {
+  const chunk = randomBytes(1 << 20);
+  const fh = await open(path, 'w');
+  try {
+    for (let off = 0; off < bytes; off += chunk.length) {
+      // Vary each chunk a little so no layer can dedupe identical blocks.
+      chunk.writeUInt32LE(off >>> 0, 0);
+      await fh.write(chunk, 0, Math.min(chunk.length, bytes - off), off);
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function startOurs(dataDir: string, deadlineMs: number): Promise<TargetUnderTest> {
+  const mainJs = fileURLToPath(new URL('../../src/target/main.js', import.meta.url));
+  let resolveReady: (line: string) => void = () => undefined;
+  const ready = new Promise<string>(r => { resolveReady = r; });
+  const proc = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--data-dir', dataDir,
+    '--size', String(settings.sizeBytes), '--iqn', OUR_IQN, '--log-level', 'warn'], deadlineMs, line => {
+    if (line.startsWith('ready ')) resolveReady(line);
+  });
+  let readyTimer: NodeJS.Timeout | undefined;
+  const line = await Promise.race([
+    ready,
+    new Promise<undefined>(r => { readyTimer = setTimeout(() => r(undefined), 20_000); }),
+    new Promise<undefined>(r => proc.child.once('exit', () => r(undefined))),
+  ]);
+  // A pending 20 s timer would otherwise keep the bench process alive after the report.
+  clearTimeout(readyTimer);
+  const m = line === undefined ? null : /portal=127\.0\.0\.1:(\d+)/.exec(line);
+  if (m === null) {
+    await proc.stop();
+    throw new Error(`our target did not become ready: ${proc.log().trim()}`);
+  }
+  return {
+    id: 'ours', label: 'ours', io: 'buffered fs I/O (FileBlockDevice, no O_DIRECT yet)',
+    url: `iscsi://127.0.0.1:${m[1]}/${OUR_IQN}/0`, backingFile: join(dataDir, 'lun0.img'), proc, cleanup: () => undefined,
+  };
+}
+
+async function startTgtd(tgtd: string, tgtadm: string, backingFile: string, direct: boolean,
+  deadlineMs: number): Promise<TargetUnderTest> {
+  // tgtd cannot bind port 0 and, when the requested portal fails to bind, silently falls back to
+  // 0.0.0.0:3260 and keeps running: pick a free port, verify the portal list, retry otherwise.
+  let lastError = '';
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    // tgtd refuses -C values above 32767; a random one keeps us clear of other tgtd instances.
+    const controlPort = 4000 + Math.floor(Math.random() * 28000);
+    const proc = spawnTracked(tgtd, ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`], deadlineMs);
+    // tgtd leaves its management socket and lock file behind.
+    const cleanup = (): void => {
+      for (const f of [`/var/run/tgtd/socket.${controlPort}`, `/var/run/tgtd/socket.${controlPort}.lock`]) rmSync(f, { force: true });
+    };
+    syncCleanups.add(cleanup);
+    const adm = async (...args: string[]): Promise<string> => {
+      const r = await run(tgtadm, ['-C', String(controlPort), '--lld', 'iscsi', ...args], 15_000);
+      if (r.code !== 0) throw new Error(`tgtadm ${args.join(' ')}: exit ${r.code}: ${r.stdout}${r.stderr}`);
+      return r.stdout;
+    };
+    let up = false;
+    for (let i = 0; i < 100 && !proc.exited(); i++) {
+      const r = await run(tgtadm, ['-C', String(controlPort), '--lld', 'iscsi', '--mode', 'portal', '--op', 'show'], 5000);
+      if (r.code === 0) {
+        up = r.stdout.includes(`127.0.0.1:${port}`) && !/0\.0\.0\.0|\[::\]/.test(r.stdout);
+        if (!up) lastError = `tgtd did not bind 127.0.0.1:${port} (portals: ${r.stdout.trim()})`;
+        break;
+      }
+      await sleep(100);
+    }
+    if (!up) {
+      if (lastError === '') lastError = `tgtd (control port ${controlPort}) did not come up: ${proc.log().trim()}`;
+      await proc.stop();
+      cleanup();
+      continue;
+    }
+    try {
+      await adm('--mode', 'target', '--op', 'new', '--tid', '1', '--targetname', TGT_IQN);
+      await adm('--mode', 'logicalunit', '--op', 'new', '--tid', '1', '--lun', '1', '--backing-store', backingFile,
+        ...(direct ? ['--bsoflags', 'direct'] : []));
+      await adm('--mode', 'target', '--op', 'bind', '--tid', '1', '--initiator-address', 'ALL');
+    } catch (e) {
+      await proc.stop();
+      cleanup();
+      throw e;
+    }
+    return {
+      id: direct ? 'tgtd-direct' : 'tgtd-buffered',
+      label: direct ? 'tgtd O_DIRECT' : 'tgtd buffered',
+      io: direct ? 'rdwr backing store, --bsoflags direct (O_DIRECT)' : 'rdwr backing store, buffered (no bsoflags)',
+      // tgtd's LUN 0 is its own controller device; the disk is LUN 1.
+      url: `iscsi://127.0.0.1:${port}/${TGT_IQN}/1`, backingFile, proc, cleanup,
+    };
+  }
+  throw new Error(`could not start tgtd: ${lastError}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+interface RunSample {
+  readonly count: number;
+  readonly seconds: number;
+  readonly iops: number;
+  readonly mbps: number;
+}
+
+interface Cell {
+  readonly target: TargetUnderTest['id'];
+  readonly workload: string;
+  warmup?: RunSample;
+  count?: number;
+  readonly runs: RunSample[];
+  readonly errors: string[];
+}
+
+async function qemuBench(qemuImg: string, url: string, w: Workload, count: number, timeoutMs: number): Promise<RunSample> {
+  const args = ['bench', '-f', 'raw', '-t', 'none', '-n', '-c', String(count), '-d', String(w.depth), '-s', String(w.bs),
+    '-S', String(w.step), ...(w.write ? ['-w', '--pattern=165'] : []), url];
+  const r = await run(qemuImg, args, timeoutMs);
+  // qemu-img times only the I/O loop ("Run completed in"), not the iSCSI login before it.
+  const m = /Run completed in ([\d.]+) seconds/.exec(r.stdout);
+  if (r.code !== 0 || m === null) {
+    const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exit ${r.code ?? r.signal}`;
+    throw new Error(`qemu-img bench ${why}: ${(r.stderr + r.stdout).trim().slice(-400)}`);
+  }
+  const seconds = Number(m[1]);
+  const iops = count / seconds;
+  return { count, seconds, iops, mbps: (iops * w.bs) / 1e6 };
+}
+
+/** Pages of the file in the page cache, via util-linux fincore (informational). */
+async function residentBytes(path: string): Promise<number | undefined> {
+  const fincore = which('fincore');
+  if (fincore === undefined) return undefined;
+  const r = await run(fincore, ['--bytes', '--noheadings', '--output', 'RES', path], 10_000);
+  const n = Number(r.stdout.trim());
+  return r.code === 0 && Number.isFinite(n) ? n : undefined;
+}
+
+/** CPU seconds (user+sys) and peak RSS of a live process, from /proc. */
+async function procUsage(pid: number): Promise<{ cpuSeconds: number; peakRssMiB: number } | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised comm; utime and stime are fields 14 and 15 (1-based).
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(rest[11]) + Number(rest[12]);
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+    // USER_HZ is 100 on every Linux we run on.
+    return { cpuSeconds: ticks / 100, peakRssMiB: hwm === null ? NaN : Number(hwm[1]) / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
+async function versionOf(cmd: string | undefined, args: readonly string[]): Promise<string> {
+  if (cmd === undefined) return 'not installed';
+  try {
+    const r = await run(cmd, args, 10_000);
+    return (r.stdout + r.stderr).trim().split('\n')[0] ?? '';
+  } catch (e) {
+    return `error: ${(e as Error).message}`;
+  }
+}
+
+function fmtDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const started = performance.now();
+  const progress = new Progress();
+  const qemuImg = which('qemu-img');
+  if (qemuImg === undefined) throw new Error('qemu-img not found (apt-get install qemu-utils qemu-block-extra)');
+  const tgtd = which('tgtd');
+  const tgtadm = which('tgtadm');
+  const notes: string[] = [];
+
+  const machine = {
+    nproc: availableParallelism(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    kernel: release(),
+    node: process.version,
+    qemuImg: await versionOf(qemuImg, ['--version']),
+    tgtd: await versionOf(tgtd, ['--version']),
+    benchDirFs: (await run('stat', ['-f', '-c', '%T', settings.dir], 5000)).stdout.trim(),
+  };
+
+  const work = await mkdtemp(join(settings.dir, 'iscsi-bench-'));
+  const removeWork = (): void => rmSync(work, { recursive: true, force: true });
+  syncCleanups.add(removeWork);
+  const deadlineMs = settings.deadlineS * 1000;
+  const targets: TargetUnderTest[] = [];
+  const cells: Cell[] = [];
+  const usage: Record<string, unknown> = {};
+  const residency: Record<string, { before?: number; after?: number }> = {};
+
+  // Hard stop for the whole bench: whatever hangs, nothing outlives it.
+  const watchdog = setTimeout(() => {
+    progress.done();
+    process.stderr.write(`iscsi-bench: deadline of ${settings.deadlineS}s exceeded, killing children\n`);
+    killAllNow();
+    for (const f of syncCleanups) f();
+    process.exit(2);
+  }, deadlineMs);
+  watchdog.unref();
+
+  try {
+    // Same size, same filesystem, fully written, before any target opens it.
+    const files = {
+      ours: join(work, 'ours', 'lun0.img'),
+      direct: join(work, 'tgtd-direct.img'),
+      buffered: join(work, 'tgtd-buffered.img'),
+    };
+    await mkdir(join(work, 'ours'));
+    const toWrite = [files.ours, ...(tgtd !== undefined && tgtadm !== undefined ? [files.direct] : []),
+      ...(tgtd !== undefined && tgtadm !== undefined && settings.tgtdBuffered ? [files.buffered] : [])];
+    for (const [i, f] of toWrite.entries()) {
+      progress.update(`preconditioning backing file ${i + 1}/${toWrite.length} (${settings.sizeBytes / 2 ** 20} MiB)`);
+      await precondition(f, settings.sizeBytes);
+    }
+
+    progress.update('starting targets');
+    targets.push(await startOurs(join(work, 'ours'), deadlineMs));
+    if (tgtd === undefined || tgtadm === undefined) {
+      notes.push('tgtd/tgtadm not installed (apt-get install tgt): no baseline measured');
+    } else {
+      targets.push(await startTgtd(tgtd, tgtadm, files.direct, true, deadlineMs));
+      if (settings.tgtdBuffered) targets.push(await startTgtd(tgtd, tgtadm, files.buffered, false, deadlineMs));
+    }
+    for (const t of targets) residency[t.id] = { ...(await residentBytes(t.backingFile).then(b => (b === undefined ? {} : { before: b }))) };
+
+    const runTimeoutMs = 15_000 + settings.secondsPerRun * 10_000;
+    const totalRuns = workloads.length * targets.length * (settings.reps + 1);
+    let done = 0;
+    const tick = (what: string): void => {
+      done++;
+      progress.update(`[${done}/${totalRuns}] ${what}  (elapsed ${fmtDuration(performance.now() - started)})`);
+    };
+
+    for (const w of workloads) {
+      const row = targets.map(t => {
+        const c: Cell = { target: t.id, workload: w.name, runs: [], errors: [] };
+        cells.push(c);
+        return c;
+      });
+      // Calibration doubles as warm-up: size each measured run to ~secondsPerRun on this target.
+      for (const [i, t] of targets.entries()) {
+        const c = row[i]!;
+        try {
+          if (t.proc.exited()) throw new Error(`${t.label} exited: ${t.proc.log().trim().slice(-400)}`);
+          const s = await qemuBench(qemuImg, t.url, w, w.warmupCount, runTimeoutMs);
+          c.warmup = s;
+          c.count = Math.max(50, Math.min(5_000_000, Math.round(s.iops * settings.secondsPerRun)));
+          tick(`${w.label} ${t.label} warm-up: ${fmtInt(s.iops)} IOPS`);
+        } catch (e) {
+          c.errors.push(`warm-up: ${(e as Error).message}`);
+          tick(`${w.label} ${t.label} warm-up FAILED`);
+        }
+      }
+      // Interleave targets within each repetition so drift over time (thermal, neighbours, page
+      // cache, filesystem state) hits all of them alike.
+      for (let rep = 0; rep < settings.reps; rep++) {
+        for (const [i, t] of targets.entries()) {
+          const c = row[i]!;
+          if (c.count === undefined) { tick(`${w.label} ${t.label} skipped`); continue; }
+          try {
+            if (t.proc.exited()) throw new Error(`${t.label} exited: ${t.proc.log().trim().slice(-400)}`);
+            const s = await qemuBench(qemuImg, t.url, w, c.count, runTimeoutMs);
+            c.runs.push(s);
+            tick(`${w.label} ${t.label} rep ${rep + 1}/${settings.reps}: ${fmtInt(s.iops)} IOPS, ${fmtFixed(s.mbps, 1)} MB/s`);
+          } catch (e) {
+            c.errors.push(`rep ${rep + 1}: ${(e as Error).message}`);
+            tick(`${w.label} ${t.label} rep ${rep + 1}/${settings.reps} FAILED`);
+          }
+        }
+      }
+    }
+    for (const t of targets) {
+      usage[t.id] = await procUsage(t.proc.pid);
+      const after = await residentBytes(t.backingFile);
+      if (after !== undefined) residency[t.id] = { ...residency[t.id], after };
+    }
+  } finally {
+    progress.update('stopping targets');
+    await Promise.all(targets.map(async t => {
+      await t.proc.stop(3000);
+      t.cleanup();
+    }));
+    await killAll();
+    await rm(work, { recursive: true, force: true });
+    syncCleanups.delete(removeWork);
+    progress.done();
+    clearTimeout(watchdog);
+  }
+
+  // ---- report
+  const summaries = cells.map(c => ({
+    ...c,
+    iops: summarize(c.runs.map(r => r.iops)),
+    mbps: summarize(c.runs.map(r => r.mbps)),
+  }));
+  const find = (w: string, t: string): (typeof summaries)[number] | undefined =>
+    summaries.find(s => s.workload === w && s.target === t);
+  const ratio = (a: Summary | undefined, b: Summary | undefined): number | undefined =>
+    a === undefined || b === undefined || b.median === 0 ? undefined : a.median / b.median;
+
+  const rows: string[][] = [];
+  const ratios: Record<string, Record<string, number | null>> = {};
+  for (const w of workloads) {
+    const ours = find(w.name, 'ours');
+    ratios[w.name] = {};
+    for (const [i, t] of targets.entries()) {
+      const s = find(w.name, t.id);
+      const r = t.id === 'ours' ? undefined : ratio(ours?.iops, s?.iops);
+      if (t.id !== 'ours') ratios[w.name]![`ours/${t.id}`] = r === undefined ? null : Math.round(r * 1000) / 1000;
+      const range = (x: Summary | undefined, f: (n: number) => string): string =>
+        x === undefined ? 'error' : `${f(x.median)} (${f(x.min)}–${f(x.max)})`;
+      rows.push([
+        i === 0 ? `${w.label}` : '',
+        i === 0 ? (w.pattern === 'strided' ? 'strided' : 'seq') : '',
+        t.label,
+        range(s?.iops, fmtInt),
+        range(s?.mbps, n => fmtFixed(n, n >= 100 ? 0 : 1)),
+        t.id === 'ours' ? '' : r === undefined ? 'n/a' : `${fmtFixed(r, 2)}x`,
+      ]);
+    }
+  }
+  const table = formatTable([
+    { header: 'workload' }, { header: 'pattern' }, { header: 'target' },
+    { header: 'IOPS median (min–max)', align: 'right' }, { header: 'MB/s median (min–max)', align: 'right' },
+    { header: 'ours/this', align: 'right' },
+  ], rows);
+
+  const errors = summaries.filter(s => s.errors.length > 0);
+  const header = [
+    `iSCSI end-to-end bench: qemu-img bench over iscsi://127.0.0.1 (libiscsi), ${settings.reps} reps x ~${settings.secondsPerRun}s per cell, ` +
+      `LUN ${settings.sizeBytes / 2 ** 20} MiB preconditioned (fully written), ${machine.nproc} CPUs, node ${machine.node}`,
+    ...targets.map(t => `  ${t.label.padEnd(14)} ${t.io}`),
+    `  strided = 4 KiB requests stepping ${STRIDE_4K / 2 ** 20 | 0} MiB+ apart with wrap-around (qemu-img bench has no random mode); seq = sequential`,
+    '  ours is buffered: reads/writes of a LUN that fits in RAM are served by the page cache, while tgtd O_DIRECT hits the disk.',
+    '  ours/this = median IOPS of ours divided by median IOPS of that target (>1: ours faster).',
+  ];
+  process.stdout.write(`${header.join('\n')}\n\n${table}\n\n`);
+  for (const e of errors) process.stdout.write(`errors ${e.target} ${e.workload}: ${e.errors.join(' | ')}\n`);
+  for (const n of notes) process.stdout.write(`note: ${n}\n`);
+
+  printJson({
+    bench: 'iscsi-e2e',
+    date: new Date().toISOString(),
+    durationSeconds: Math.round((performance.now() - started) / 100) / 10,
+    settings: { ...settings, stride4kBytes: STRIDE_4K, tool: 'qemu-img bench -f raw -t none -n', workloads },
+    machine,
+    targets: targets.map(t => ({ id: t.id, label: t.label, io: t.io, url: t.url, usage: usage[t.id] ?? null,
+      pageCacheResidentBytes: residency[t.id] ?? null })),
+    results: summaries.map(s => ({
+      target: s.target, workload: s.workload, count: s.count ?? null, warmup: s.warmup ?? null, runs: s.runs,
+      iops: s.iops ?? null, mbps: s.mbps ?? null, errors: s.errors,
+    })),
+    ratios,
+    notes,
+  });
+  return errors.length > 0 ? 1 : 0;
+}
+
+// Ctrl-C: kill our children by PID (targets, tgtd, qemu-img), then remove the temp dir and tgtd's
+// socket files; main's finally block may never get to run once we exit here.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    process.stderr.write(`\niscsi-bench: ${sig}, stopping children\n`);
+    void killAll(2000).finally(() => {
+      for (const f of syncCleanups) f();
+      process.exit(130);
+    });
+  });
+}
+process.on('exit', killAllNow);
+
+main().then(code => { process.exitCode = code; }, err => {
+  process.stderr.write(`\niscsi-bench: ${(err as Error).stack ?? String(err)}\n`);
+  void killAll(2000).finally(() => {
+    for (const f of syncCleanups) f();
+    process.exit(1);
+  });
+});
