@@ -24,6 +24,9 @@ export interface TargetConfig {
   /** Empty = every initiator name is allowed. Normalised (see normalizeIscsiName). */
   readonly allowInitiators: readonly string[];
   readonly logLevel: string;
+  /** Idle seconds before a NOP-In ping (0 = no pings), and seconds to wait for its answer. */
+  readonly nopInIntervalS: number;
+  readonly nopInTimeoutS: number;
 }
 
 /**
@@ -38,6 +41,8 @@ export const DEFAULT_PORTAL = '127.0.0.1:3260';
 export const DEFAULT_DATA_DIR = './data';
 export const DEFAULT_SIZE = '1GiB';
 export const DEFAULT_IQN = 'iqn.2016-09.com.openebs.cstor:vol1';
+export const DEFAULT_NOP_IN_INTERVAL_S = 5;
+export const DEFAULT_NOP_IN_TIMEOUT_S = 30;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const MIN_SIZE = 1n << 20n;
@@ -68,6 +73,8 @@ export const TARGET_USAGE = `usage: cstor-target [options]
                              from the one-way secret
   --allow-initiator NAME     only admit this initiator name (repeatable; default: any)
   --log-level LEVEL          ${LOG_LEVELS.join('|')} (default: env LOG_LEVEL or info)
+  --nop-in-interval SEC      ping an idle initiator with NOP-In after SEC seconds (default ${DEFAULT_NOP_IN_INTERVAL_S}; 0 = never)
+  --nop-in-timeout SEC       drop a connection whose ping goes unanswered for SEC seconds (default ${DEFAULT_NOP_IN_TIMEOUT_S})
   --help                     print this text
 
 When listening, one line is printed to stdout: ready iqn=<IQN> portal=<HOST>:<PORT>
@@ -85,6 +92,8 @@ const OPTIONS = {
   'mutual-chap-secret': { type: 'string' },
   'allow-initiator': { type: 'string', multiple: true },
   'log-level': { type: 'string' },
+  'nop-in-interval': { type: 'string' },
+  'nop-in-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -173,6 +182,17 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       return { ok: false, error: `${flag}: '${logLevel}' is not a log level (use ${LOG_LEVELS.join(', ')})` };
     }
 
+    const seconds = (flag: 'nop-in-interval' | 'nop-in-timeout', fallback: number, min: number): number => {
+      const raw = values[flag];
+      if (raw === undefined) return fallback;
+      if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > 3600) {
+        fail(flag, `'${raw}' is not a whole number of seconds from ${min} to 3600`);
+      }
+      return Number(raw);
+    };
+    const nopInIntervalS = seconds('nop-in-interval', DEFAULT_NOP_IN_INTERVAL_S, 0);
+    const nopInTimeoutS = seconds('nop-in-timeout', DEFAULT_NOP_IN_TIMEOUT_S, 1);
+
     const config: TargetConfig = {
       portal,
       dataDir: resolve(dataDirRaw),
@@ -183,6 +203,8 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       ...(mutualChap !== undefined ? { mutualChap } : {}),
       allowInitiators,
       logLevel,
+      nopInIntervalS,
+      nopInTimeoutS,
     };
     return { ok: true, config };
   } catch (err) {

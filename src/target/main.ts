@@ -40,8 +40,8 @@ export async function startTarget(config: TargetConfig, logger: Logger): Promise
     portalGroupTag: 1,
     queueDepth: 128,
     maxSessions: 64,
-    nopInIntervalMs: 5000,
-    nopInTimeoutMs: 30_000,
+    nopInIntervalMs: config.nopInIntervalS * 1000,
+    nopInTimeoutMs: config.nopInTimeoutS * 1000,
     loginTimeoutMs: 30_000,
     logger,
   });

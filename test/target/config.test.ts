@@ -219,6 +219,23 @@ t.test('everything together', async t => {
   t.same(c, {
     portal: { host: '127.0.0.1', port: 0 }, dataDir: '/tmp/d', sizeBytes: 64n << 20n, blockSize: 4096,
     iqn: 'iqn.2025-01.org.example:disk0', chap: { user: 'u', secret: SECRET }, mutualChap: { user: 't', secret: SECRET2 },
-    allowInitiators: ['iqn.2005-03.org.open-iscsi:vm'], logLevel: 'debug',
+    allowInitiators: ['iqn.2005-03.org.open-iscsi:vm'], logLevel: 'debug', nopInIntervalS: 5, nopInTimeoutS: 30,
   });
+});
+
+t.test('NOP-In ping flags', async t => {
+  const ok = parseTargetConfig(['--nop-in-interval', '0', '--nop-in-timeout', '120'], {});
+  t.ok(ok.ok);
+  if (ok.ok) {
+    t.equal(ok.config.nopInIntervalS, 0);
+    t.equal(ok.config.nopInTimeoutS, 120);
+  }
+  const defaults = parseTargetConfig([], {});
+  if (defaults.ok) t.same([defaults.config.nopInIntervalS, defaults.config.nopInTimeoutS], [5, 30]);
+  const bad = parseTargetConfig(['--nop-in-timeout', '0'], {});
+  t.notOk(bad.ok);
+  if (!bad.ok) t.match(bad.error, /^--nop-in-timeout: '0' is not a whole number of seconds/);
+  const junk = parseTargetConfig(['--nop-in-interval', '5s'], {});
+  if (!junk.ok) t.match(junk.error, /^--nop-in-interval:/);
+  else t.fail('5s accepted');
 });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { readFile, stat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlockDeviceError } from '../../src/target/volume/block-device.js';
-import { FileBlockDevice } from '../../src/target/volume/file-device.js';
+import { ExtentSet, FileBlockDevice } from '../../src/target/volume/file-device.js';
 
 t.test('create sparse, read/write/zero, reopen', async (t) => {
   const dir = t.testdir({});
@@ -52,4 +52,21 @@ t.test('state sidecar is written atomically', async (t) => {
   t.equal((await readFile(join(`${path}.state`, 'pr'))).toString(), 'two');
   await t.rejects(dev.saveState('../x', Buffer.alloc(1)), RangeError);
   await dev.close();
+});
+
+t.test('deallocation tracking for GET LBA STATUS', async (t) => {
+  const s = new ExtentSet();
+  s.add(10n, 20n);
+  s.add(20n, 30n); // touching: merged
+  s.add(40n, 50n);
+  t.equal(s.size, 2);
+  t.same(s.status(0n, 100), { blocks: 10, mapped: true });
+  t.same(s.status(12n, 100), { blocks: 18, mapped: false });
+  t.same(s.status(12n, 5), { blocks: 5, mapped: false });
+  s.remove(15n, 45n); // splits the first, trims the second
+  t.same(s.status(10n, 100), { blocks: 5, mapped: false });
+  t.same(s.status(15n, 100), { blocks: 30, mapped: true });
+  t.same(s.status(45n, 100), { blocks: 5, mapped: false });
+  s.add(0n, 100n);
+  t.equal(s.size, 1);
 });

@@ -28,7 +28,7 @@ t.test('MODE SENSE(6) all pages layout', async (t) => {
 t.test('MODE SENSE page control and errors', async (t) => {
   const { target } = await makeTarget();
   const chg = (await target.execute(request(ms6(0x0a, 1, true)))).data!;
-  t.same([...chg.subarray(4)], [0x0a, 0x0a, 0x04, 0, 0, 0x40, 0, 0, 0, 0, 0, 0], 'D_SENSE and TAS changeable, SWP not');
+  t.same([...chg.subarray(4)], [0x0a, 0x0a, 0x04, 0, 0x08, 0x40, 0, 0, 0, 0, 0, 0], 'D_SENSE, SWP and TAS changeable');
   const cachingChg = (await target.execute(request(ms6(0x08, 1, true)))).data!;
   t.equal(cachingChg[6], 0, 'WCE not changeable');
   const saved = await target.execute(request(ms6(0x0a, 3)));
@@ -79,10 +79,10 @@ t.test('MODE SELECT D_SENSE switches to descriptor sense and raises MODE PARAMET
 
 t.test('MODE SELECT validation', async (t) => {
   const { target } = await makeTarget();
-  const swp = controlSelect(false, false, (p) => { p[8] = 0x08; });
-  const r = await target.execute(request(sel6(swp.length), { data: swp }));
+  const qerr = controlSelect(false, false, (p) => { p[7] = 0x12; });
+  const r = await target.execute(request(sel6(qerr.length), { data: qerr }));
   t.equal(ascOf(r), Asc.InvalidFieldInParameterList);
-  t.same(fieldPointer(r), { cd: false, byte: 8, bit: 3 }, 'SWP not changeable');
+  t.same(fieldPointer(r), { cd: false, byte: 7, bit: 1 }, 'QERR not changeable');
   const caching = Buffer.alloc(4 + 20);
   caching[4] = 0x08; caching[5] = 0x12;
   const wce = await target.execute(request(sel6(caching.length), { data: caching }));
@@ -109,4 +109,33 @@ t.test('MODE SELECT validation', async (t) => {
   const mixed = Buffer.concat([controlSelect(true), Buffer.from([0x08, 0x12, ...Buffer.alloc(18)])]);
   t.equal((await target.execute(request(sel6(mixed.length), { data: mixed }))).status, ScsiStatus.CheckCondition);
   t.equal((await target.execute(request(ms6(0x0a, 0, true)))).data![6], 0, 'D_SENSE unchanged');
+});
+
+t.test('SWP write-protects the logical unit until cleared or reset', async (t) => {
+  const { target, device } = await makeTarget();
+  const on = controlSelect(false, false, (p) => { p[8] = 0x08; });
+  t.equal((await target.execute(request(sel6(on.length), { data: on }))).status, ScsiStatus.Good, 'SWP set');
+  const hdr = (await target.execute(request(ms6(0x0a)))).data!;
+  t.equal(hdr[2]! & 0x80, 0x80, 'WP in the device-specific parameter');
+  t.equal(hdr[12]! & 0x08, 0x08, 'SWP in the control page');
+  const block = Buffer.alloc(512, 7);
+  const w = await target.execute(request([0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], { data: block }));
+  t.equal(sense(w).key, SenseKey.DataProtect);
+  t.equal(ascOf(w), Asc.WriteProtected);
+  const unmap = Buffer.alloc(24);
+  unmap.writeUInt16BE(22, 0); unmap.writeUInt16BE(16, 2); unmap.writeUInt32BE(1, 16);
+  t.equal(ascOf(await target.execute(request([0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], { data: unmap }))), Asc.WriteProtected, 'UNMAP refused');
+  const atomic = Buffer.alloc(16);
+  atomic[0] = 0x9c;
+  atomic.writeUInt16BE(1, 12);
+  t.equal(ascOf(await target.execute(request(atomic, { data: block }))), Asc.WriteProtected, 'WRITE ATOMIC refused');
+  t.equal((await target.execute(request([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]))).status, ScsiStatus.Good, 'reads still work');
+  t.equal(device.stats.writes, 0, 'nothing written');
+  const other = await target.execute(request([0x00, 0, 0, 0, 0, 0], { nexus: nexus(2) }));
+  t.equal(ascOf(other), Asc.ModeParametersChanged, 'other nexus told');
+  await target.logicalUnitReset(nexus(1), 0n);
+  await target.execute(request([0x00, 0, 0, 0, 0, 0]));
+  const after = (await target.execute(request(ms6(0x0a)))).data!;
+  t.equal(after[2]! & 0x80, 0, 'LU reset restores the default (SWP off)');
+  t.equal((await target.execute(request([0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], { data: block }))).status, ScsiStatus.Good);
 });

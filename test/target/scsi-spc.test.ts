@@ -71,13 +71,16 @@ t.test('VPD pages', async (t) => {
   t.equal(bl[3], 0x3c);
   t.equal(bl[4]! & 1, 0, 'WSNZ 0');
   t.equal(bl[5], 255, 'MAXIMUM COMPARE AND WRITE LENGTH');
-  t.equal(bl.readUInt32BE(8), (8 << 20) / 512, 'MAXIMUM TRANSFER LENGTH');
+  t.equal(bl.readUInt32BE(8), (32 << 20) / 512, 'MAXIMUM TRANSFER LENGTH');
+  t.equal(bl.readUInt32BE(44), (8 << 20) / 512, 'MAXIMUM ATOMIC TRANSFER LENGTH');
+  t.same([bl.readUInt32BE(48), bl.readUInt32BE(52), bl.readUInt32BE(56), bl.readUInt32BE(60)], [0, 0, 0, 0], 'no atomic alignment, granularity or boundaries');
   t.ok(bl.readUInt32BE(20) > 0 && bl.readUInt32BE(20) <= 1024 * 1024, 'MAXIMUM UNMAP LBA COUNT');
   t.equal(bl.readUInt32BE(24), 256, 'MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT');
   t.equal(bl.readBigUInt64BE(36), 0xffffffffn, 'MAXIMUM WRITE SAME LENGTH');
 
   const bdc = (await target.execute(request(inquiry(1, 0xb1, 255)))).data!;
   t.same([bdc[1], bdc[3], bdc.readUInt16BE(4)], [0xb1, 0x3c, 1]);
+  t.equal(bdc[7]! & 0xf0, 0x40, 'WABEREQ=01b (reads succeed after BLOCK ERASE), WACEREQ=00b');
   const lbp = (await target.execute(request(inquiry(1, 0xb2, 255)))).data!;
   t.same([...lbp], [0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]);
   t.same(fieldPointer(await target.execute(request(inquiry(1, 0x85, 255)))), { cd: true, byte: 2, bit: 7 });

@@ -23,8 +23,10 @@ export const Op = {
   Verify10: 0x2f,
   PreFetch10: 0x34,
   SynchronizeCache10: 0x35,
+  ReadDefectData10: 0x37,
   WriteSame10: 0x41,
   Unmap: 0x42,
+  Sanitize: 0x48,
   ModeSelect10: 0x55,
   Reserve10: 0x56,
   Release10: 0x57,
@@ -40,6 +42,7 @@ export const Op = {
   PreFetch16: 0x90,
   SynchronizeCache16: 0x91,
   WriteSame16: 0x93,
+  WriteAtomic16: 0x9c,
   ServiceActionIn16: 0x9e,
   ReportLuns: 0xa0,
   MaintenanceIn: 0xa3,
@@ -47,6 +50,15 @@ export const Op = {
   Write12: 0xaa,
   WriteAndVerify12: 0xae,
   Verify12: 0xaf,
+  ReadDefectData12: 0xb7,
+} as const;
+
+/** SANITIZE service actions (SBC-4 5.30). */
+export const SanitizeAction = {
+  Overwrite: 0x01,
+  BlockErase: 0x02,
+  CryptographicErase: 0x03,
+  ExitFailureMode: 0x1f,
 } as const;
 
 export const ServiceAction = {
@@ -100,6 +112,7 @@ export const CdbUsage = {
   verify10: [0x2f, 0xf6, ...FF4, 0x3f, 0xff, 0xff, 0],
   preFetch10: [0x34, 0x02, ...FF4, 0x3f, 0xff, 0xff, 0],
   synchronizeCache10: [0x35, 0x06, ...FF4, 0x3f, 0xff, 0xff, 0],
+  readDefectData10: [0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0],
   writeSame10: [0x41, 0xf8, ...FF4, 0x3f, 0xff, 0xff, 0],
   unmap: [0x42, 0x01, 0, 0, 0, 0, 0x3f, 0xff, 0xff, 0],
   modeSelect10: [0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
@@ -115,6 +128,7 @@ export const CdbUsage = {
   preFetch16: [0x90, 0x02, ...FF8, ...FF4, 0x3f, 0],
   synchronizeCache16: [0x91, 0x06, ...FF8, ...FF4, 0x3f, 0],
   writeSame16: [0x93, 0xf9, ...FF8, ...FF4, 0x3f, 0],
+  writeAtomic16: [0x9c, 0xf8, ...FF8, 0xff, 0xff, 0xff, 0xff, 0x3f, 0],
   readCapacity16: [0x9e, 0x10, ...FF8, ...FF4, 0x01, 0],
   getLbaStatus: [0x9e, 0x12, ...FF8, ...FF4, 0, 0],
   reportLuns: [0xa0, 0, 0xff, 0, 0, 0, ...FF4, 0, 0],
@@ -124,7 +138,13 @@ export const CdbUsage = {
   write12: [0xaa, 0xfa, ...FF4, ...FF4, 0x3f, 0],
   writeAndVerify12: [0xae, 0xf6, ...FF4, ...FF4, 0x3f, 0],
   verify12: [0xaf, 0xf6, ...FF4, ...FF4, 0x3f, 0],
+  readDefectData12: [0xb7, 0x1f, ...FF4, ...FF4, 0, 0],
 } as const satisfies Record<string, readonly number[]>;
+
+/** SANITIZE usage for one service action: IMMED, AUSE, PARAMETER LIST LENGTH (ZNR is not supported). */
+export function sanitizeUsage(serviceAction: number): readonly number[] {
+  return [Op.Sanitize, 0x80 | 0x20 | serviceAction, 0, 0, 0, 0, 0, 0xff, 0xff, 0];
+}
 
 /** PERSISTENT RESERVE IN/OUT usage for one service action (the reservations module validates the rest). */
 export function persistentReserveUsage(opcode: number, serviceAction: number): readonly number[] {
@@ -228,6 +248,64 @@ export function decodeWriteSame(cdb: Buffer): WriteSameCdb {
     unmap: (b1 & 0x08) !== 0,
     ndob: is16 && (b1 & 0x01) !== 0,
     lengthByte: is16 ? 10 : 7,
+  };
+}
+
+export interface WriteAtomicCdb {
+  readonly lba: bigint;
+  readonly blocks: number;
+  readonly atomicBoundary: number;
+  readonly fua: boolean;
+  readonly protect: number;
+}
+
+/** WRITE ATOMIC(16) (SBC-4 5.48): LBA 2..9, ATOMIC BOUNDARY 10..11, TRANSFER LENGTH 12..13. */
+export function decodeWriteAtomic(cdb: Buffer): WriteAtomicCdb {
+  const b1 = cdb[1]!;
+  return {
+    lba: cdb.readBigUInt64BE(2),
+    atomicBoundary: cdb.readUInt16BE(10),
+    blocks: cdb.readUInt16BE(12),
+    fua: (b1 & 0x08) !== 0,
+    protect: b1 >> 5,
+  };
+}
+
+export interface ReadDefectDataCdb {
+  readonly plist: boolean;
+  readonly glist: boolean;
+  readonly format: number;
+  readonly allocationLength: number;
+  readonly twelve: boolean;
+}
+
+/** READ DEFECT DATA(10)/(12) (SBC-3 5.12/5.13). */
+export function decodeReadDefectData(cdb: Buffer): ReadDefectDataCdb {
+  const twelve = cdb[0] === Op.ReadDefectData12;
+  const flags = twelve ? cdb[1]! : cdb[2]!;
+  return {
+    twelve,
+    plist: (flags & 0x10) !== 0,
+    glist: (flags & 0x08) !== 0,
+    format: flags & 0x07,
+    allocationLength: twelve ? cdb.readUInt32BE(6) : cdb.readUInt16BE(7),
+  };
+}
+
+export interface SanitizeCdb {
+  readonly immed: boolean;
+  readonly ause: boolean;
+  readonly serviceAction: number;
+  readonly parameterListLength: number;
+}
+
+export function decodeSanitize(cdb: Buffer): SanitizeCdb {
+  const b1 = cdb[1]!;
+  return {
+    immed: (b1 & 0x80) !== 0,
+    ause: (b1 & 0x20) !== 0,
+    serviceAction: b1 & 0x1f,
+    parameterListLength: cdb.readUInt16BE(7),
   };
 }
 

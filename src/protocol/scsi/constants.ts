@@ -73,6 +73,8 @@ export const Asc = {
   MediumRemovalPrevented: 0x5302,
   DataPhaseError: 0x4b00,
   LogicalUnitNotReadyProcessInProgress: 0x0407,
+  LogicalUnitNotReadySanitizeInProgress: 0x041b,
+  SanitizeCommandFailed: 0x3103,
 } as const;
 
 export type SenseKeyValue = (typeof SenseKey)[keyof typeof SenseKey];

@@ -130,6 +130,9 @@ export interface BlockLimits {
   readonly maxUnmapBlockDescriptorCount: number;
   readonly optimalUnmapGranularity: number;
   readonly maxWriteSameLength: bigint;
+  readonly maxAtomicTransferLength: number;
+  readonly atomicAlignment: number;
+  readonly atomicTransferLengthGranularity: number;
 }
 
 export function encodeBlockLimits(l: BlockLimits): Buffer {
@@ -145,12 +148,19 @@ export function encodeBlockLimits(l: BlockLimits): Buffer {
   p.writeUInt32BE(l.optimalUnmapGranularity, 24);
   p.writeUInt32BE(0, 28); // UGAVALID=0
   p.writeBigUInt64BE(l.maxWriteSameLength, 32);
+  // SBC-4 atomic fields; atomic boundaries are not supported (both boundary fields stay 0).
+  p.writeUInt32BE(l.maxAtomicTransferLength, 40);
+  p.writeUInt32BE(l.atomicAlignment, 44);
+  p.writeUInt32BE(l.atomicTransferLengthGranularity, 48);
   return vpd(VpdPage.BlockLimits, p);
 }
 
 export function encodeBlockDeviceCharacteristics(): Buffer {
   const p = Buffer.alloc(0x3c);
   p.writeUInt16BE(0x0001, 0); // MEDIUM ROTATION RATE: non-rotating medium
+  // WABEREQ=01b: after SANITIZE BLOCK ERASE reads succeed (deallocated blocks read as zeroes);
+  // WACEREQ=00b: CRYPTOGRAPHIC ERASE is not supported.
+  p[3] = 0x40;
   return vpd(VpdPage.BlockDeviceCharacteristics, p);
 }
 

@@ -13,9 +13,11 @@ export interface ModeValues {
   readonly wce: boolean;
   readonly dSense: boolean;
   readonly tas: boolean;
+  /** Software write protect (control page): the logical unit refuses medium writes. */
+  readonly swp: boolean;
 }
 
-export const DEFAULT_MODE_VALUES = { dSense: false, tas: false } as const;
+export const DEFAULT_MODE_VALUES = { dSense: false, tas: false, swp: false } as const;
 
 /** Caching mode page (SBC-3 6.4.5), 20 bytes. */
 export function encodeCachingPage(wce: boolean): Buffer {
@@ -27,13 +29,13 @@ export function encodeCachingPage(wce: boolean): Buffer {
 }
 
 /** Control mode page (SPC-4 7.5.8), 12 bytes. */
-export function encodeControlPage(v: { readonly dSense: boolean; readonly tas: boolean }): Buffer {
+export function encodeControlPage(v: { readonly dSense: boolean; readonly tas: boolean; readonly swp: boolean }): Buffer {
   const b = Buffer.alloc(12);
   b[0] = ModePage.Control;
   b[1] = 0x0a;
   b[2] = v.dSense ? 0x04 : 0x00; // TST=000b, D_SENSE
   b[3] = 0x10; // QUEUE ALGORITHM MODIFIER=1 (unrestricted reordering), QERR=00b
-  b[4] = 0x00; // SWP=0, UA_INTLCK_CTRL=00b
+  b[4] = v.swp ? 0x08 : 0x00; // SWP, UA_INTLCK_CTRL=00b
   b[5] = v.tas ? 0x40 : 0x00; // TAS
   return b;
 }
@@ -54,8 +56,9 @@ export function changeableMask(pageCode: number): Buffer {
     case ModePage.Caching:
       return maskOf(encodeCachingPage(false));
     case ModePage.Control: {
-      const b = maskOf(encodeControlPage({ dSense: false, tas: false }));
+      const b = maskOf(encodeControlPage(DEFAULT_MODE_VALUES));
       b[2] = 0x04; // D_SENSE
+      b[4] = 0x08; // SWP
       b[5] = 0x40; // TAS
       return b;
     }

@@ -64,6 +64,9 @@ export class Connection implements LoginTransport {
     this.#closed = new Promise(resolve => socket.once('close', () => { this.#onClose(); resolve(); }));
     socket.on('data', chunk => this.#onData(chunk));
     socket.on('error', err => this.logger.debug({ err }, 'socket error'));
+    // The initiator's FIN is the I_T nexus loss: end the session now, not when 'close' comes a few
+    // event-loop turns later, or a command on another connection could still see what this one held.
+    socket.on('end', () => this.#endSession());
     socket.on('drain', () => this.#onDrain());
     this.#loginTimer = setTimeout(() => {
       if (this.#phase === 'login') {
@@ -239,11 +242,15 @@ export class Connection implements LoginTransport {
     this.#phase = 'closed';
     if (this.#timer) clearInterval(this.#timer);
     if (this.#loginTimer) clearTimeout(this.#loginTimer);
-    const session = this.#session;
-    if (session) {
-      session.close().catch(err => this.logger.error({ err }, 'session close failed'));
-    }
+    this.#endSession();
     this.logger.debug('connection closed');
+  }
+
+  #endSession(): void {
+    if (this.#phase !== 'closed') this.#phase = 'closing';
+    if (this.#session) this.logger.debug({ tsih: this.#session.tsih }, 'session ends');
+    // Session.close is idempotent; its synchronous part ends the nexus before this returns.
+    this.#session?.close().catch(err => this.logger.error({ err }, 'session close failed'));
   }
 }
 

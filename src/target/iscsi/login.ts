@@ -245,7 +245,7 @@ export class LoginHandler {
     this.#respond(pdu, response, true, LoginStage.FullFeature, tsih, session);
     this.#transport.enterFullFeature(session);
     this.#logger.info({
-      initiator: initiatorName, sessionType: n.sessionType, tsih,
+      initiator: initiatorName, isid: this.#isid.toString(16), sessionType: n.sessionType, tsih,
       headerDigest: params.headerDigest, dataDigest: params.dataDigest,
       maxBurstLength: params.maxBurstLength, firstBurstLength: params.firstBurstLength,
       initialR2T: params.initialR2T, immediateData: params.immediateData,

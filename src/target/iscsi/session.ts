@@ -427,16 +427,15 @@ export class Session {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const scsi = this.node.options.scsi;
     for (const task of this.#tasks.values()) this.#markAborted(task);
-    const luns = new Set([...this.#tasks.values()].filter(t => t.delivered).map(t => t.lun));
-    await Promise.allSettled([...luns].map(lun => scsi.abortTaskSet(this.nexus, lun)));
+    // I_T nexus loss right away (not after the tasks drain): it aborts the nexus's SCSI tasks and
+    // releases what the nexus held (an SPC-2 reservation) before any later command is seen.
+    if (this.sessionType === 'Normal') this.node.options.scsi.removeNexus(this.nexus);
+    this.node.unregister(this);
     await Promise.race([Promise.allSettled([...this.#settled]), delay(30_000)]);
     this.#tasks.clear();
     this.#pending.clear();
     this.#ttts.clear();
-    if (this.sessionType === 'Normal') scsi.removeNexus(this.nexus);
-    this.node.unregister(this);
   }
 }
 

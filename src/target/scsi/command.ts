@@ -7,6 +7,7 @@ import type { BlockDevice } from '../volume/block-device.js';
 import type { ModeState } from './mode.js';
 import type { RangeLock } from './range-lock.js';
 import type { ReservationsApi } from './reservations-api.js';
+import type { SanitizeState } from './sanitize.js';
 import type { ScsiRequest, ScsiResult } from './types.js';
 import type { UnitAttentions } from './unit-attention.js';
 
@@ -23,6 +24,10 @@ export interface Limits {
   readonly maxWriteSameLength: bigint;
   /** Logical blocks per physical block exponent (READ CAPACITY(16)). */
   readonly physicalBlockExponent: number;
+  /** WRITE ATOMIC(16): most blocks per atomic write (0: not supported), alignment and granularity. */
+  readonly maxAtomicTransferLength: number;
+  readonly atomicAlignment: number;
+  readonly atomicTransferLengthGranularity: number;
 }
 
 export interface Identity {
@@ -45,6 +50,7 @@ export interface LogicalUnitServices {
   readonly unitAttentions: UnitAttentions;
   readonly reservations: ReservationsApi;
   readonly rangeLock: RangeLock;
+  readonly sanitize: SanitizeState;
   readonly commands: CommandTable;
   readonly logger: Logger | undefined;
   descriptorSense(): boolean;
@@ -72,6 +78,10 @@ export interface CommandInfo {
   readonly io?: 'read' | 'write';
   /** INQUIRY, REPORT LUNS, REQUEST SENSE: not blocked by unit attentions, don't consume them. */
   readonly uaExempt?: boolean;
+  /** Changes the medium: refused with DATA PROTECT while software write protect (SWP) is on. */
+  readonly writesMedium?: boolean;
+  /** Allowed while a sanitize operation is in progress (SBC-4 4.11: INQUIRY, REPORT LUNS, REQUEST SENSE, ...). */
+  readonly sanitizeExempt?: boolean;
   /** Nominal / recommended command timeouts in seconds (RCTD). */
   readonly timeouts?: readonly [number, number];
 }

@@ -2,7 +2,7 @@
 // management, unit attentions, reservation admission and the mapping of failures to sense data.
 // Command flow: task ordering → unit attention → opcode/service action lookup → reserved CDB bits →
 // reservation conflict → handler. execute() never rejects.
-import { checkReservedBits } from '../../protocol/scsi/cdb.js';
+import { Op, checkReservedBits } from '../../protocol/scsi/cdb.js';
 import { Asc, ScsiStatus, SenseKey } from '../../protocol/scsi/constants.js';
 import { CheckCondition, invalidCdbField } from '../../protocol/scsi/sense.js';
 import type { Logger } from '../../shared/logger.js';
@@ -15,6 +15,7 @@ import { ModeState, modeCommands } from './mode.js';
 import { RangeLock } from './range-lock.js';
 import type { ReservationHooksApi, ReservationsApi } from './reservations-api.js';
 import { Reservations } from './reservations.js';
+import { SanitizeState, sanitizeCommands } from './sanitize.js';
 import { sbcCommands } from './sbc.js';
 import { spcCommands } from './spc.js';
 import { TaskSet, waitUnlessAborted, type AbortMode, type Task } from './task-set.js';
@@ -22,7 +23,7 @@ import { TmfResult, type ItNexus, type ScsiRequest, type ScsiResult, type TmfRes
 import { UnitAttentions } from './unit-attention.js';
 
 /** The command table every logical unit shares (it holds no per-LU state). */
-export const COMMANDS: CommandTable = buildCommandTable([...spcCommands, ...sbcCommands, ...modeCommands]);
+export const COMMANDS: CommandTable = buildCommandTable([...spcCommands, ...sbcCommands, ...modeCommands, ...sanitizeCommands]);
 
 const PR_STATE_KEY = 'pr';
 
@@ -31,6 +32,8 @@ export interface LogicalUnitOptions {
   readonly identity: Identity;
   readonly limits: Limits;
   readonly logger?: Logger;
+  /** Pace of SANITIZE I/O (default DEFAULT_SANITIZE_BYTES_PER_SECOND; 0 = unpaced). */
+  readonly sanitizeBytesPerSecond?: number;
   /** Substitute reservations (tests); by default the real module, wired to UAs, persistence and aborts. */
   readonly reservations?: (hooks: ReservationHooksApi & { abortTasks(names: readonly string[]): void }, descriptorSense: () => boolean) => ReservationsApi;
 }
@@ -47,6 +50,7 @@ export class LogicalUnit implements LogicalUnitServices {
   readonly mode: ModeState;
   readonly unitAttentions = new UnitAttentions();
   readonly rangeLock = new RangeLock();
+  readonly sanitize: SanitizeState;
   readonly commands: CommandTable = COMMANDS;
   readonly reservations: ReservationsApi;
   readonly #tasks = new TaskSet();
@@ -58,6 +62,7 @@ export class LogicalUnit implements LogicalUnitServices {
     this.limits = options.limits;
     this.logger = options.logger;
     this.mode = new ModeState(options.device);
+    this.sanitize = new SanitizeState(options.sanitizeBytesPerSecond);
     const hooks = {
       unitAttention: (name: string, asc: number): void => this.unitAttentions.establish(name, asc),
       persist: (state: Buffer | undefined): Promise<void> => this.#persist(state),
@@ -147,6 +152,14 @@ export class LogicalUnit implements LogicalUnitServices {
     if (cdb.length < info.usage.length) throw invalidCdbField(0, 7);
     checkReservedBits(cdb, info.usage);
     if (this.reservations.isConflict(nexus, cdb)) return CONFLICT;
+    if (this.sanitize.inProgress && !info.uaExempt) {
+      throw new CheckCondition(SenseKey.NotReady, Asc.LogicalUnitNotReadySanitizeInProgress);
+    }
+    if (info.writesMedium && this.mode.swp) throw new CheckCondition(SenseKey.DataProtect, Asc.WriteProtected);
+    // Sanitize failure mode: the medium is in an unknown state until a sanitize succeeds or the mode is exited.
+    if (this.sanitize.failed && info.io !== undefined && info.opcode !== Op.Sanitize) {
+      throw new CheckCondition(SenseKey.MediumError, Asc.SanitizeCommandFailed);
+    }
     return info.handler(ctx);
   }
 

@@ -1,6 +1,6 @@
 // MODE SENSE(6)/(10) and MODE SELECT(6)/(10) (SPC-4 6.11-6.14) over the caching, control and
 // informational exceptions pages. The caching page's WCE reports the block device's truth and can only be
-// "changed" to what it already is; the control page's D_SENSE and TAS are changeable. Saved pages are
+// "changed" to what it already is; the control page's D_SENSE, TAS and SWP are changeable. Saved pages are
 // not supported.
 import { CdbUsage, Op, decodeModeSelect, decodeModeSense, highestBit } from '../../protocol/scsi/cdb.js';
 import { Asc, ScsiStatus, SenseKey } from '../../protocol/scsi/constants.js';
@@ -21,6 +21,8 @@ export class ModeState {
   readonly #device: BlockDevice;
   dSense: boolean = DEFAULT_MODE_VALUES.dSense;
   tas: boolean = DEFAULT_MODE_VALUES.tas;
+  /** Software write protect: medium writes fail with DATA PROTECT / WRITE PROTECTED. */
+  swp: boolean = DEFAULT_MODE_VALUES.swp;
 
   constructor(device: BlockDevice) {
     this.#device = device;
@@ -30,6 +32,7 @@ export class ModeState {
   reset(): void {
     this.dSense = DEFAULT_MODE_VALUES.dSense;
     this.tas = DEFAULT_MODE_VALUES.tas;
+    this.swp = DEFAULT_MODE_VALUES.swp;
   }
 
   page(code: number, pageControl: number): Buffer {
@@ -39,7 +42,7 @@ export class ModeState {
       case ModePage.Caching:
         return encodeCachingPage(this.#device.writeCache);
       case ModePage.Control:
-        return encodeControlPage(current ? { dSense: this.dSense, tas: this.tas } : DEFAULT_MODE_VALUES);
+        return encodeControlPage(current ? { dSense: this.dSense, tas: this.tas, swp: this.swp } : DEFAULT_MODE_VALUES);
       default:
         return encodeInformationalExceptionsPage();
     }
@@ -69,7 +72,8 @@ function modeSense(ctx: CommandContext): ScsiResult {
     blockSize: c.pageControl === PageControl.Changeable ? 0 : device.blockSize,
     long: c.llbaa,
   });
-  return dataIn(encodeModeParameters(c.ten, false, descriptor, pages), c.allocationLength);
+  // WP in the device-specific parameter reflects SWP (SBC-3 6.4.1).
+  return dataIn(encodeModeParameters(c.ten, mode.swp, descriptor, pages), c.allocationLength);
 }
 
 async function modeSelect(ctx: CommandContext): Promise<ScsiResult> {
@@ -104,7 +108,7 @@ async function modeSelect(ctx: CommandContext): Promise<ScsiResult> {
     if (blockSize !== device.blockSize) throw invalidParameterField(sizeByte, 7);
   }
 
-  const changes: { dSense?: boolean; tas?: boolean } = {};
+  const changes: { dSense?: boolean; tas?: boolean; swp?: boolean } = {};
   for (let off = headerLength + bdLength; off < p.length;) {
     if (off + 2 > p.length) throw illegalRequest(Asc.ParameterListLengthError);
     const b0 = p[off]!;
@@ -124,6 +128,7 @@ async function modeSelect(ctx: CommandContext): Promise<ScsiResult> {
     if (code === ModePage.Control) {
       changes.dSense = (incoming[2]! & 0x04) !== 0;
       changes.tas = (incoming[5]! & 0x40) !== 0;
+      changes.swp = (incoming[4]! & 0x08) !== 0;
     }
     off += current.length;
   }
@@ -136,6 +141,10 @@ async function modeSelect(ctx: CommandContext): Promise<ScsiResult> {
   }
   if (changes.tas !== undefined && changes.tas !== mode.tas) {
     mode.tas = changes.tas;
+    changed = true;
+  }
+  if (changes.swp !== undefined && changes.swp !== mode.swp) {
+    mode.swp = changes.swp;
     changed = true;
   }
   if (changed) unitAttentions.establishAll(Asc.ModeParametersChanged, ctx.request.nexus.initiatorPortName);

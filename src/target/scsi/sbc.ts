@@ -3,7 +3,7 @@
 // STATUS. Every handler validates the CDB fully before touching data-out or the device.
 import {
   CdbUsage, Op, ServiceAction, decodeCacheRange, decodeCompareAndWrite, decodeGetLbaStatus, decodeReadCapacity,
-  decodeRw, decodeUnmap, decodeWriteSame, type RwCdb,
+  decodeReadDefectData, decodeRw, decodeUnmap, decodeWriteAtomic, decodeWriteSame, type RwCdb,
 } from '../../protocol/scsi/cdb.js';
 import { Asc, ScsiStatus, SenseKey } from '../../protocol/scsi/constants.js';
 import { CheckCondition, illegalRequest, invalidCdbField, invalidParameterField } from '../../protocol/scsi/sense.js';
@@ -164,7 +164,12 @@ async function compareAndWrite(ctx: CommandContext): Promise<ScsiResult> {
   checkRange(ctx, c.lba, c.blocks);
   if (c.blocks > limits.maxCompareAndWriteLength) throw invalidCdbField(13, 7);
   ctx.dataOutLength = 0;
-  if (c.blocks === 0) return GOOD;
+  if (c.blocks === 0) {
+    // Zero blocks transfer nothing (SBC-3 5.2): data-out on offer means NUMBER OF LOGICAL BLOCKS is not what
+    // the initiator meant (e.g. 256 truncated to one byte), so refuse rather than silently drop the write.
+    if (ctx.request.expectedLength > 0) throw invalidCdbField(13, 7);
+    return GOOD;
+  }
   const length = c.blocks * bs;
   // The data-out buffer holds the verify data then the write data: anything else is unusable.
   if (ctx.request.expectedLength !== 2 * length) {
@@ -318,6 +323,47 @@ function preFetch(ctx: CommandContext): ScsiResult {
   return GOOD;
 }
 
+/**
+ * WRITE ATOMIC(16) (SBC-4 5.48): all or nothing with respect to every other command, by holding an
+ * exclusive lock over the range for one device write. Atomic boundaries are not supported.
+ */
+async function writeAtomic(ctx: CommandContext): Promise<ScsiResult> {
+  const c = decodeWriteAtomic(ctx.cdb);
+  if (c.protect !== 0) throw invalidCdbField(1, 7);
+  if (c.atomicBoundary !== 0) throw invalidCdbField(10, 7);
+  checkRange(ctx, c.lba, c.blocks);
+  const { device, rangeLock, limits } = ctx.lu;
+  if (c.blocks > limits.maxAtomicTransferLength) throw invalidCdbField(12, 7);
+  if (limits.atomicAlignment > 1 && c.lba % BigInt(limits.atomicAlignment) !== 0n) throw invalidCdbField(2, 7);
+  if (limits.atomicTransferLengthGranularity > 1 && c.blocks % limits.atomicTransferLengthGranularity !== 0) {
+    throw invalidCdbField(12, 7);
+  }
+  ctx.dataOutLength = 0;
+  if (c.blocks === 0) return GOOD;
+  const length = c.blocks * device.blockSize;
+  const data = await fetchDataOut(ctx, length);
+  // A partial atomic write is not atomic: the whole transfer or nothing.
+  if (data.length !== length) throw dataOutSizeError();
+  const release = await rangeLock.acquire(c.lba, c.blocks, true, ctx.signal);
+  try {
+    await device.write(c.lba, data, c.fua ? FUA : undefined);
+  } finally {
+    release();
+  }
+  return GOOD;
+}
+
+/** READ DEFECT DATA(10)/(12): a virtual volume has no defects; an empty list in the format asked for. */
+function readDefectData(ctx: CommandContext): ScsiResult {
+  const c = decodeReadDefectData(ctx.cdb);
+  // Formats 000b-101b are defined (SBC-3 table 12); 110b is vendor specific, 111b reserved.
+  if (c.format > 5) throw invalidCdbField(c.twelve ? 1 : 2, 2);
+  const b = Buffer.alloc(c.twelve ? 8 : 4);
+  // PLISTV/GLISTV: the requested lists are valid (and empty); DEFECT LIST LENGTH 0.
+  b[1] = (c.plist ? 0x10 : 0) | (c.glist ? 0x08 : 0) | c.format;
+  return dataIn(b, c.allocationLength);
+}
+
 function readCapacity10(ctx: CommandContext): ScsiResult {
   const c = decodeReadCapacity(ctx.cdb);
   // SBC-3 5.15: with PMI=0 the LBA field must be zero.
@@ -379,21 +425,24 @@ export const sbcCommands: readonly CommandInfo[] = [
   { name: 'READ(10)', opcode: Op.Read10, usage: CdbUsage.read10, handler: read, io: 'read', timeouts: IO_TIMEOUTS },
   { name: 'READ(12)', opcode: Op.Read12, usage: CdbUsage.read12, handler: read, io: 'read', timeouts: IO_TIMEOUTS },
   { name: 'READ(16)', opcode: Op.Read16, usage: CdbUsage.read16, handler: read, io: 'read', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE(6)', opcode: Op.Write6, usage: CdbUsage.write6, handler: write, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE(10)', opcode: Op.Write10, usage: CdbUsage.write10, handler: write, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE(12)', opcode: Op.Write12, usage: CdbUsage.write12, handler: write, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE(16)', opcode: Op.Write16, usage: CdbUsage.write16, handler: write, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE AND VERIFY(10)', opcode: Op.WriteAndVerify10, usage: CdbUsage.writeAndVerify10, handler: writeAndVerify, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE AND VERIFY(12)', opcode: Op.WriteAndVerify12, usage: CdbUsage.writeAndVerify12, handler: writeAndVerify, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE AND VERIFY(16)', opcode: Op.WriteAndVerify16, usage: CdbUsage.writeAndVerify16, handler: writeAndVerify, io: 'write', timeouts: IO_TIMEOUTS },
+  { name: 'WRITE(6)', opcode: Op.Write6, usage: CdbUsage.write6, handler: write, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE(10)', opcode: Op.Write10, usage: CdbUsage.write10, handler: write, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE(12)', opcode: Op.Write12, usage: CdbUsage.write12, handler: write, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE(16)', opcode: Op.Write16, usage: CdbUsage.write16, handler: write, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE AND VERIFY(10)', opcode: Op.WriteAndVerify10, usage: CdbUsage.writeAndVerify10, handler: writeAndVerify, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE AND VERIFY(12)', opcode: Op.WriteAndVerify12, usage: CdbUsage.writeAndVerify12, handler: writeAndVerify, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE AND VERIFY(16)', opcode: Op.WriteAndVerify16, usage: CdbUsage.writeAndVerify16, handler: writeAndVerify, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
   { name: 'VERIFY(10)', opcode: Op.Verify10, usage: CdbUsage.verify10, handler: verify, io: 'read', timeouts: IO_TIMEOUTS },
   { name: 'VERIFY(12)', opcode: Op.Verify12, usage: CdbUsage.verify12, handler: verify, io: 'read', timeouts: IO_TIMEOUTS },
   { name: 'VERIFY(16)', opcode: Op.Verify16, usage: CdbUsage.verify16, handler: verify, io: 'read', timeouts: IO_TIMEOUTS },
-  { name: 'COMPARE AND WRITE', opcode: Op.CompareAndWrite, usage: CdbUsage.compareAndWrite, handler: compareAndWrite, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'ORWRITE(16)', opcode: Op.OrWrite16, usage: CdbUsage.orWrite16, handler: orWrite, io: 'write', timeouts: IO_TIMEOUTS },
-  { name: 'WRITE SAME(10)', opcode: Op.WriteSame10, usage: CdbUsage.writeSame10, handler: writeSame, io: 'write', timeouts: [300, 600] },
-  { name: 'WRITE SAME(16)', opcode: Op.WriteSame16, usage: CdbUsage.writeSame16, handler: writeSame, io: 'write', timeouts: [300, 600] },
-  { name: 'UNMAP', opcode: Op.Unmap, usage: CdbUsage.unmap, handler: unmap, io: 'write', timeouts: [60, 120] },
+  { name: 'COMPARE AND WRITE', opcode: Op.CompareAndWrite, usage: CdbUsage.compareAndWrite, handler: compareAndWrite, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'ORWRITE(16)', opcode: Op.OrWrite16, usage: CdbUsage.orWrite16, handler: orWrite, io: 'write', timeouts: IO_TIMEOUTS, writesMedium: true },
+  { name: 'WRITE SAME(10)', opcode: Op.WriteSame10, usage: CdbUsage.writeSame10, handler: writeSame, io: 'write', timeouts: [300, 600], writesMedium: true },
+  { name: 'WRITE SAME(16)', opcode: Op.WriteSame16, usage: CdbUsage.writeSame16, handler: writeSame, io: 'write', timeouts: [300, 600], writesMedium: true },
+  { name: 'WRITE ATOMIC(16)', opcode: Op.WriteAtomic16, usage: CdbUsage.writeAtomic16, handler: writeAtomic, io: 'write', writesMedium: true, timeouts: IO_TIMEOUTS },
+  { name: 'READ DEFECT DATA(10)', opcode: Op.ReadDefectData10, usage: CdbUsage.readDefectData10, handler: readDefectData, timeouts: [1, 1] },
+  { name: 'READ DEFECT DATA(12)', opcode: Op.ReadDefectData12, usage: CdbUsage.readDefectData12, handler: readDefectData, timeouts: [1, 1] },
+  { name: 'UNMAP', opcode: Op.Unmap, usage: CdbUsage.unmap, handler: unmap, io: 'write', timeouts: [60, 120], writesMedium: true },
   { name: 'SYNCHRONIZE CACHE(10)', opcode: Op.SynchronizeCache10, usage: CdbUsage.synchronizeCache10, handler: synchronizeCache, io: 'write', timeouts: [60, 120] },
   { name: 'SYNCHRONIZE CACHE(16)', opcode: Op.SynchronizeCache16, usage: CdbUsage.synchronizeCache16, handler: synchronizeCache, io: 'write', timeouts: [60, 120] },
   { name: 'PRE-FETCH(10)', opcode: Op.PreFetch10, usage: CdbUsage.preFetch10, handler: preFetch, timeouts: [1, 1] },

@@ -27,10 +27,12 @@ export interface ScsiTargetDeviceOptions {
   /** SPC-4 protocol identifier for port designators in VPD 0x83 (default 5, iSCSI). */
   readonly protocolIdentifier?: number;
   readonly targetPortGroup?: number;
-  /** Largest READ/WRITE in bytes (default 8 MiB). */
+  /** Largest READ/WRITE in bytes (default 32 MiB: the iSCSI layer streams any size). */
   readonly maxTransferBytes?: number;
   /** Override individual block limits. */
   readonly limits?: Partial<Limits>;
+  /** Pace of SANITIZE I/O in bytes per second (0 = unpaced). */
+  readonly sanitizeBytesPerSecond?: number;
   readonly logger?: Logger;
   /** Substitute reservations (tests). */
   readonly reservations?: LogicalUnitOptions['reservations'];
@@ -42,9 +44,13 @@ export const DEFAULT_REVISION = '0001';
 /** OUI in the derived NAA 6 designator unless configured: the one Linux software targets (LIO) use. */
 export const DEFAULT_IEEE_COMPANY_ID = 0x001405;
 
+/** Largest WRITE ATOMIC(16): one buffered write under an exclusive range lock. */
+const MAX_ATOMIC_BYTES = 8 << 20;
+
 function defaultLimits(blockSize: number, maxTransferBytes: number): Limits {
+  const maxTransferLength = Math.max(1, Math.floor(maxTransferBytes / blockSize));
   return {
-    maxTransferLength: Math.max(1, Math.floor(maxTransferBytes / blockSize)),
+    maxTransferLength,
     optimalTransferLengthGranularity: 1,
     optimalTransferLength: 0,
     maxCompareAndWriteLength: 255,
@@ -52,7 +58,13 @@ function defaultLimits(blockSize: number, maxTransferBytes: number): Limits {
     maxUnmapBlockDescriptorCount: 256,
     optimalUnmapGranularity: 1,
     maxWriteSameLength: 0xffffffffn,
+    // LBPPBE=0 by default: with 4 KiB physical blocks (exponent 3 for 512-byte LBAs) libiscsi 1.19's
+    // GetLBAStatus.UnmapSingle expects a descriptor not containing the requested LBA. Override via limits.
     physicalBlockExponent: 0,
+    // TRANSFER LENGTH of WRITE ATOMIC(16) is 16 bits.
+    maxAtomicTransferLength: Math.min(0xffff, maxTransferLength, Math.max(1, Math.floor(MAX_ATOMIC_BYTES / blockSize))),
+    atomicAlignment: 0,
+    atomicTransferLengthGranularity: 0,
   };
 }
 
@@ -80,12 +92,13 @@ export class ScsiTargetDevice implements ScsiTarget {
       targetPortGroup: options.targetPortGroup ?? 1,
     };
     if (this.#identity.naa.length !== 16) throw new RangeError('naa must be 16 bytes');
-    const limits = { ...defaultLimits(device.blockSize, options.maxTransferBytes ?? 8 << 20), ...options.limits };
+    const limits = { ...defaultLimits(device.blockSize, options.maxTransferBytes ?? 32 << 20), ...options.limits };
     this.#logger = options.logger;
     const luOptions: { -readonly [K in keyof LogicalUnitOptions]: LogicalUnitOptions[K] } = {
       device, identity: this.#identity, limits,
     };
     if (options.logger) luOptions.logger = options.logger;
+    if (options.sanitizeBytesPerSecond !== undefined) luOptions.sanitizeBytesPerSecond = options.sanitizeBytesPerSecond;
     if (options.reservations) luOptions.reservations = options.reservations;
     this.#lu = new LogicalUnit(luOptions);
   }

@@ -64,9 +64,11 @@ function requestSense(ctx: CommandContext): ScsiResult {
   const c = decodeRequestSense(ctx.cdb);
   // A pending unit attention is reported (and cleared) through REQUEST SENSE (SPC-4 5.8.7).
   const ua = ctx.lu.unitAttentions.take(ctx.request.nexus.initiatorPortName);
-  const sense = ua === undefined
-    ? buildSense(SenseKey.NoSense, Asc.NoAdditionalSense, { descriptor: c.desc })
-    : buildSense(SenseKey.UnitAttention, ua, { descriptor: c.desc });
+  let sense: Buffer;
+  if (ua !== undefined) sense = buildSense(SenseKey.UnitAttention, ua, { descriptor: c.desc });
+  // SBC-4 4.11.2: while sanitizing, REQUEST SENSE reports the operation in progress.
+  else if (ctx.lu.sanitize.inProgress) sense = buildSense(SenseKey.NotReady, Asc.LogicalUnitNotReadySanitizeInProgress, { descriptor: c.desc });
+  else sense = buildSense(SenseKey.NoSense, Asc.NoAdditionalSense, { descriptor: c.desc });
   return dataIn(sense, c.allocationLength);
 }
 

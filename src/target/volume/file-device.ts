@@ -1,7 +1,8 @@
 // A BlockDevice over a local file or block device with positional I/O (node:fs/promises FileHandle).
 // FUA = write then fdatasync; flush = fdatasync. node:fs has no fallocate(PUNCH_HOLE) or SEEK_HOLE, so
-// unmap writes zeroes (reads then return zeroes as LBPRZ promises) and mapStatus is not provided
-// (GET LBA STATUS reports everything mapped). A native O_DIRECT store replaces this later.
+// unmap writes zeroes (reads then return zeroes as LBPRZ promises) and mapStatus reports what this
+// process knows to be deallocated: ranges unmapped since open, plus a new file or a grown tail (sparse);
+// everything else reads as mapped. A native O_DIRECT store replaces this later.
 // State (persistent reservations) lives in `<path>.state/<key>`, replaced atomically.
 import { open, mkdir, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -16,6 +17,80 @@ export interface FileBlockDeviceOptions {
 }
 
 const ZERO_CHUNK = 1 << 20;
+/** Bound on tracked deallocated extents (beyond it the smallest is forgotten: reported mapped, still zero). */
+const MAX_EXTENTS = 4096;
+
+/** Deallocated LBA ranges: sorted, disjoint, non-adjacent [start, end). */
+export class ExtentSet {
+  readonly #starts: bigint[] = [];
+  readonly #ends: bigint[] = [];
+
+  get size(): number {
+    return this.#starts.length;
+  }
+
+  /** Index of the first extent whose end is after `lba`. */
+  #firstEndingAfter(lba: bigint): number {
+    let lo = 0;
+    let hi = this.#ends.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#ends[mid]! > lba) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+
+  add(start: bigint, end: bigint): void {
+    if (end <= start) return;
+    // Merge every extent overlapping or touching [start, end).
+    const i = this.#firstEndingAfter(start - 1n);
+    let j = i;
+    while (j < this.#starts.length && this.#starts[j]! <= end) {
+      if (this.#starts[j]! < start) start = this.#starts[j]!;
+      if (this.#ends[j]! > end) end = this.#ends[j]!;
+      j++;
+    }
+    this.#starts.splice(i, j - i, start);
+    this.#ends.splice(i, j - i, end);
+    if (this.#starts.length > MAX_EXTENTS) {
+      let smallest = 0;
+      for (let k = 1; k < this.#starts.length; k++) {
+        if (this.#ends[k]! - this.#starts[k]! < this.#ends[smallest]! - this.#starts[smallest]!) smallest = k;
+      }
+      this.#starts.splice(smallest, 1);
+      this.#ends.splice(smallest, 1);
+    }
+  }
+
+  remove(start: bigint, end: bigint): void {
+    if (end <= start || this.#starts.length === 0) return;
+    const i = this.#firstEndingAfter(start);
+    const keptStarts: bigint[] = [];
+    const keptEnds: bigint[] = [];
+    let j = i;
+    while (j < this.#starts.length && this.#starts[j]! < end) {
+      if (this.#starts[j]! < start) { keptStarts.push(this.#starts[j]!); keptEnds.push(start); }
+      if (this.#ends[j]! > end) { keptStarts.push(end); keptEnds.push(this.#ends[j]!); }
+      j++;
+    }
+    if (j === i) return;
+    this.#starts.splice(i, j - i, ...keptStarts);
+    this.#ends.splice(i, j - i, ...keptEnds);
+  }
+
+  /** The run starting at `lba` (at most maxBlocks): deallocated or not, and how long. */
+  status(lba: bigint, maxBlocks: number): { readonly blocks: number; readonly mapped: boolean } {
+    const i = this.#firstEndingAfter(lba);
+    const max = lba + BigInt(maxBlocks);
+    if (i < this.#starts.length && this.#starts[i]! <= lba) {
+      const end = this.#ends[i]! < max ? this.#ends[i]! : max;
+      return { blocks: Number(end - lba), mapped: false };
+    }
+    const next = i < this.#starts.length && this.#starts[i]! < max ? this.#starts[i]! : max;
+    return { blocks: Number(next - lba), mapped: true };
+  }
+}
 const STATE_KEY = /^[A-Za-z0-9._-]{1,64}$/;
 
 function errno(e: unknown): string | undefined {
@@ -48,6 +123,7 @@ export class FileBlockDevice implements BlockDevice {
   readonly #fh: FileHandle;
   readonly #listeners = new Set<(n: bigint) => void>();
   #zeroes: Buffer | undefined;
+  readonly #deallocated = new ExtentSet();
 
   static async open(path: string, options: FileBlockDeviceOptions): Promise<FileBlockDevice> {
     let fh: FileHandle;
@@ -60,18 +136,26 @@ export class FileBlockDevice implements BlockDevice {
     try {
       const st = await fh.stat({ bigint: true });
       let bytes: bigint;
+      // Bytes of the file known to be a hole (a sparse extension), from here to the end.
+      let sparseFrom: bigint | undefined;
       if (st.isBlockDevice()) {
         bytes = await blockDeviceBytes(Number(st.rdev));
       } else {
         bytes = st.size;
         if (options.size !== undefined && options.size > bytes) {
           await fh.truncate(Number(options.size));
+          sparseFrom = bytes;
           bytes = options.size;
         }
       }
       const blockCount = bytes / BigInt(options.blockSize);
       if (blockCount === 0n) throw new RangeError(`${path}: smaller than one block`);
-      return new FileBlockDevice(path, fh, options, blockCount);
+      const device = new FileBlockDevice(path, fh, options, blockCount);
+      if (sparseFrom !== undefined) {
+        const bs = BigInt(options.blockSize);
+        device.#deallocated.add((sparseFrom + bs - 1n) / bs, blockCount);
+      }
+      return device;
     } catch (e) {
       await fh.close();
       throw e;
@@ -127,6 +211,7 @@ export class FileBlockDevice implements BlockDevice {
     } catch (e) {
       throw ioError(e, lba);
     }
+    this.#deallocated.remove(lba, lba + BigInt(data.length / this.blockSize));
   }
 
   async flush(): Promise<void> {
@@ -138,8 +223,13 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   /** No hole punching in node:fs: deallocation is a zero write (reads return zeroes either way). */
-  unmap(lba: bigint, blocks: number): Promise<void> {
-    return this.writeZeroes(lba, blocks);
+  async unmap(lba: bigint, blocks: number): Promise<void> {
+    await this.writeZeroes(lba, blocks);
+    this.#deallocated.add(lba, lba + BigInt(blocks));
+  }
+
+  async mapStatus(lba: bigint, maxBlocks: number): Promise<{ readonly blocks: number; readonly mapped: boolean }> {
+    return this.#deallocated.status(lba, maxBlocks);
   }
 
   async writeZeroes(lba: bigint, blocks: number): Promise<void> {
@@ -158,6 +248,7 @@ export class FileBlockDevice implements BlockDevice {
     const blockCount = bytes / BigInt(this.blockSize);
     if (blockCount <= this.#blockCount) return;
     await this.#fh.truncate(Number(bytes));
+    this.#deallocated.add(this.#blockCount, blockCount);
     this.#blockCount = blockCount;
     for (const l of this.#listeners) l(blockCount);
   }
