@@ -8,7 +8,8 @@ export function createRootLogger(options: { level?: string; name?: string; desti
     name: options.name ?? 'cstor-ts',
     level: options.level ?? process.env['LOG_LEVEL'] ?? 'info',
     base: { pid: process.pid },
-  }, pino.destination({ dest: options.destination ?? 1, sync: false }));
+    // Synchronous writes: nothing is logged per I/O, and a log line must survive process.exit or a crash.
+  }, pino.destination({ dest: options.destination ?? 1, sync: true }));
 }
 
 /** A logger that drops everything (tests, embedded use). */
