@@ -188,6 +188,30 @@ t.test('data transfer', async t => {
     t.notOk(ok.data.equals(Buffer.alloc(1024, 1)), 'the broken write was not applied');
   });
 
+  await t.test('solicited sequences out of order are refused and nothing is written', async t => {
+    const ini = await loggedIn(t, target.port, {
+      keys: [['InitialR2T', 'Yes'], ['ImmediateData', 'No'], ['MaxRecvDataSegmentLength', '65536'],
+        ['MaxBurstLength', '65536'], ['MaxOutstandingR2T', '2']],
+    });
+    const before = await ini.command(read10(4000, 256), { read: 128 * 1024 });
+    const itt = ini.nextItt();
+    ini.send({ kind: 'ScsiCommand', immediate: false, final: true, read: false, write: true, attr: 1, lun: 0n, itt,
+      expectedDataTransferLength: 128 * 1024, cmdSN: ini.cmdSN++, expStatSN: ini.expStatSN, cdb: write10(4000, 256), data: Buffer.alloc(0) });
+    const first = await ini.next();
+    const second = await ini.next();
+    t.equal(first?.kind, 'R2T');
+    t.equal(second?.kind, 'R2T', 'two R2Ts outstanding');
+    if (first?.kind !== 'R2T' || second?.kind !== 'R2T') return;
+    t.equal(second.bufferOffset, 65536);
+    // The second sequence first: a hole would reach the disk if this were accepted.
+    ini.send({ kind: 'DataOut', final: true, lun: 0n, itt, ttt: second.ttt, expStatSN: ini.expStatSN, dataSN: 0,
+      bufferOffset: 65536, data: Buffer.alloc(65536, 0x5a) });
+    const rej = await ini.next() as Reject;
+    t.equal(rej.kind, 'Reject');
+    const after = await ini.command(read10(4000, 256), { read: 128 * 1024 });
+    t.ok(after.data.equals(before.data), 'the LBA range is unchanged');
+  });
+
   await t.test('CmdSN beyond MaxCmdSN is ignored; the next in-window command works', async t => {
     const ini = await loggedIn(t, target.port);
     const itt = ini.nextItt();

@@ -186,6 +186,12 @@ export class ScsiTask {
       throw new IscsiTargetError(IscsiTargetErrorCode.BadBufferOffset,
         `Data-Out at ${pdu.bufferOffset}+${len} outside the R2T ${burst.offset}+${burst.length} (next ${expectedOffset})`);
     }
+    if (pdu.bufferOffset !== this.#received) {
+      // DataPDUInOrder and DataSequenceInOrder are Yes: every byte before this one has arrived, so
+      // the buffer handed to the SCSI layer never holds a hole of uninitialised memory.
+      throw new IscsiTargetError(IscsiTargetErrorCode.BadBufferOffset,
+        `Data-Out at ${pdu.bufferOffset} while bytes from ${this.#received} have not arrived (sequences must be in order)`);
+    }
     if (pdu.final !== (burst.received + len === burst.length)) {
       throw new IscsiTargetError(IscsiTargetErrorCode.BadBufferOffset, 'F bit does not end the solicited burst');
     }
@@ -205,8 +211,8 @@ export class ScsiTask {
     // Bytes past what the SCSI layer asked for are accepted and dropped.
     const room = buffer.length - offset;
     if (room > 0) data.copy(buffer, offset, 0, Math.min(room, data.length));
-    // In-order delivery (DataPDUInOrder=Yes) makes "received" a contiguous prefix.
-    this.#received = Math.max(this.#received, offset + data.length);
+    // Callers check offset === #received, so "received" is always a contiguous prefix.
+    this.#received = offset + data.length;
   }
 
   #solicit(): void {
