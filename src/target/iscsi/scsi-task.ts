@@ -128,6 +128,7 @@ export class ScsiTask {
     }
     if (signal.aborted) return Promise.reject(new Error('aborted'));
     this.#wanted = length;
+    if (length === 0) return Promise.resolve(EMPTY);
     if (length > (this.#buffer?.length ?? 0)) {
       const full = Buffer.allocUnsafe(length);
       if (this.#buffer) this.#buffer.copy(full, 0, 0, this.#received);
