@@ -103,15 +103,6 @@ export const TmfResponse = {
   FunctionRejected: 255,
 } as const;
 
-/** SCSI command task attributes (ATTR field). */
-export const TaskAttribute = {
-  Untagged: 0,
-  Simple: 1,
-  Ordered: 2,
-  HeadOfQueue: 3,
-  Aca: 4,
-} as const;
-
 /** SCSI Response "Response" field. */
 export const ScsiServiceResponse = {
   CommandCompleted: 0x00,
