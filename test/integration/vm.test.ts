@@ -9,6 +9,7 @@ import { REPO_ROOT, runCommand, tail, type RunResult } from '../fixtures/exec.js
 import { startPeer, type Peer } from '../fixtures/peer.js';
 
 const SKIP_VM = process.env['SKIP_VM'] === '1';
+const MUTUAL_CHAP = { user: 'cstor-target', secret: 'mutual-secret-4567' };
 const CHAP = { user: 'vm-initiator', secret: 'cstor-ts-secret-1' }; // 17 bytes >= 12
 // Per-run bound on top of the harness's own deadlines (TCG: smoke ~13 s, fio-verify ~38 s,
 // fs ~14 s plus boot, a refused login ≤ ~45 s).
@@ -85,10 +86,18 @@ t.test('VM kernel initiator', { skip: SKIP_VM ? 'SKIP_VM=1' : false }, async t =
   });
 
   await t.test('CHAP + CRC32C digests', async t => {
-    const peer = await startPeer(t, { sizeBytes: 1 << 30, chap: CHAP, digest: 'CRC32C,None' });
-    const r = await run(t, peer, 'smoke', ['--chap', `${CHAP.user}:${CHAP.secret}`, '--digest', 'CRC32C']);
-    t.equal(r.code, 0, 'smoke with CHAP and CRC32C passes', diagnostics(r, peer));
+    const peer = await startPeer(t, { sizeBytes: 1 << 30, chap: CHAP, mutualChap: MUTUAL_CHAP, digest: 'CRC32C,None' });
+    const chap = ['--chap', `${CHAP.user}:${CHAP.secret}`, '--digest', 'CRC32C'];
+    const r = await run(t, peer, 'smoke', chap);
+    t.equal(r.code, 0, 'smoke with one-way CHAP and CRC32C passes', diagnostics(r, peer));
     t.match(r.stdout, /HeaderDigest=CRC32C DataDigest=CRC32C/, 'both digests negotiated to CRC32C');
+    // The data jobs with mutual CHAP: the initiator checks the target's answer too.
+    for (const job of ['fio-verify', 'fs']) {
+      const m = await run(t, peer, job, [...chap, '--mutual-chap', `${MUTUAL_CHAP.user}:${MUTUAL_CHAP.secret}`]);
+      t.equal(m.code, 0, `${job} with mutual CHAP and CRC32C passes`, diagnostics(m, peer));
+      t.match(m.stdout, /RESULT: PASS/, `${job} reports PASS`);
+      if (!peer.assertAlive(t, `target alive after ${job}`)) break;
+    }
 
     const bad = await run(t, peer, 'info', ['--chap', `${CHAP.user}:wrong-secret-123`, '--expect-login-fail']);
     t.equal(bad.code, 0, 'a wrong CHAP secret is refused', diagnostics(bad, peer));

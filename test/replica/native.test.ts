@@ -107,6 +107,35 @@ for (const engine of engines) {
     await f.close();
   });
 
+  t.test(`${engine}: I/O started from every event-loop phase settles; an idle process exits`, async (t) => {
+    // io_uring submissions are batched per loop turn (check/prepare handles):
+    // whatever phase queues an op, it must reach the kernel without help.
+    const f = await BlockFile.open(fixture(t), { write: true, engine });
+    const buf = (): Buffer => allocAligned(4096, 4096);
+    const via = <T>(schedule: (fn: () => void) => void, start: () => Promise<T>): Promise<T> =>
+      new Promise<T>((resolve, reject) => schedule(() => { start().then(resolve, reject); }));
+    const got = await Promise.all([
+      via((fn) => setTimeout(fn, 1), () => f.write(pattern(4096, 1), 0)),
+      via((fn) => setImmediate(fn), () => f.write(pattern(4096, 2), 4096)),
+      via((fn) => process.nextTick(fn), () => f.write(pattern(4096, 3), 8192)),
+      via((fn) => queueMicrotask(fn), () => f.read(buf(), 12288)),
+      // Chains: each op issued from the previous one's settlement.
+      (async () => { let n = 0; for (let i = 0; i < 50; i++) n += await f.read(buf(), i * 4096); return n; })(),
+    ]);
+    t.same(got, [4096, 4096, 4096, 4096, 50 * 4096]);
+    // After I/O, with nothing pending, the loop must not be held open.
+    const script = `import { BlockFile, allocAligned } from ${JSON.stringify(new URL('../../src/replica/native.ts', import.meta.url).href)};
+const f = await BlockFile.open(process.argv[1], { write: true, engine: ${JSON.stringify(engine)} });
+await Promise.all(Array.from({ length: 40 }, (_, i) => f.write(allocAligned(4096, 4096), i * 4096)));
+await f.read(allocAligned(4096, 4096), 0);
+console.log('done');`;
+    const out = execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', script, fixture(t)], {
+      timeout: 20_000, encoding: 'utf8',
+    });
+    t.equal(out.trim(), 'done', 'child exited on its own once idle');
+    await f.close();
+  });
+
   t.test(`${engine}: close waits for in-flight I/O; later I/O is refused`, async (t) => {
     const f = await BlockFile.open(fixture(t), { write: true, engine });
     const settled: boolean[] = [];
