@@ -10,6 +10,7 @@ import {
   validateTargetConfig,
 } from '../../src/protocol/iscsi/negotiation.js';
 import { LoginStatus } from '../../src/protocol/iscsi/constants.js';
+import { openIscsiOp } from '../fixtures/login-keys.js';
 
 const INAME = 'iqn.2004-10.com.ubuntu:01:abcdef';
 const TNAME = 'iqn.2024-01.io.openebs.cstor:vol1';
@@ -22,24 +23,6 @@ const securityNormal: Array<[string, string]> = [
   ['AuthMethod', 'None'],
 ];
 
-const openIscsiOp: Array<[string, string]> = [
-  ['HeaderDigest', 'None'],
-  ['DataDigest', 'None'],
-  ['DefaultTime2Wait', '2'],
-  ['DefaultTime2Retain', '0'],
-  ['IFMarker', 'No'],
-  ['OFMarker', 'No'],
-  ['ErrorRecoveryLevel', '0'],
-  ['InitialR2T', 'No'],
-  ['ImmediateData', 'Yes'],
-  ['MaxBurstLength', '16776192'],
-  ['FirstBurstLength', '262144'],
-  ['MaxOutstandingR2T', '1'],
-  ['MaxConnections', '1'],
-  ['DataPDUInOrder', 'Yes'],
-  ['DataSequenceInOrder', 'Yes'],
-  ['MaxRecvDataSegmentLength', '262144'],
-];
 
 /** Negotiate one operational key after a Normal security stage; returns the answer. */
 function answer(key: string, value: string, config = {}): string | undefined {

@@ -7,25 +7,8 @@ import {
   MAX_KEY_BYTES,
 } from '../../src/protocol/iscsi/text.js';
 import { LoginStatus } from '../../src/protocol/iscsi/constants.js';
+import { openIscsiOp } from '../fixtures/login-keys.js';
 
-const openIscsiOp: Array<[string, string]> = [
-  ['HeaderDigest', 'None'],
-  ['DataDigest', 'None'],
-  ['DefaultTime2Wait', '2'],
-  ['DefaultTime2Retain', '0'],
-  ['IFMarker', 'No'],
-  ['OFMarker', 'No'],
-  ['ErrorRecoveryLevel', '0'],
-  ['InitialR2T', 'No'],
-  ['ImmediateData', 'Yes'],
-  ['MaxBurstLength', '16776192'],
-  ['FirstBurstLength', '262144'],
-  ['MaxOutstandingR2T', '1'],
-  ['MaxConnections', '1'],
-  ['DataPDUInOrder', 'Yes'],
-  ['DataSequenceInOrder', 'Yes'],
-  ['MaxRecvDataSegmentLength', '262144'],
-];
 
 t.test('encode/parse round trip', async (t) => {
   const buf = encodeTextPairs(openIscsiOp);
