@@ -35,6 +35,7 @@ export class Connection implements LoginTransport {
   readonly #closed: Promise<void>;
   #phase: Phase = 'login';
   #session: Session | undefined;
+  #sessionEnded = false;
   #statSN = 0;
   #statSNInitialised = false;
   #corked = false;
@@ -248,9 +249,13 @@ export class Connection implements LoginTransport {
 
   #endSession(): void {
     if (this.#phase !== 'closed') this.#phase = 'closing';
-    if (this.#session) this.logger.debug({ tsih: this.#session.tsih }, 'session ends');
-    // Session.close is idempotent; its synchronous part ends the nexus before this returns.
-    this.#session?.close().catch(err => this.logger.error({ err }, 'session close failed'));
+    const session = this.#session;
+    // Both 'end' and 'close' get here; the session ends once.
+    if (!session || this.#sessionEnded) return;
+    this.#sessionEnded = true;
+    this.logger.debug({ tsih: session.tsih }, 'session ends');
+    // Its synchronous part ends the nexus before this returns.
+    session.close().catch(err => this.logger.error({ err }, 'session close failed'));
   }
 }
 
