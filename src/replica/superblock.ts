@@ -21,8 +21,11 @@
 //  80  metadata length u64         8
 //  88  data offset u64             8
 //  96  flags u32                   4
-// 100  volume name length u16      2, then the UTF-8 name (≤ 255 bytes) at 102
-// 358  replica id length u16       2, then the UTF-8 id (≤ 64 bytes) at 360
+// 100  journal offset u64          8
+// 108  journal length u64          8
+// 116  journal checkpoint seq u64  8   journal records up to it are applied to the metadata table
+// 124  volume name length u16      2, then the UTF-8 name (≤ 255 bytes) at 126
+// 382  replica id length u16       2, then the UTF-8 id (≤ 64 bytes) at 384
 // 4092 CRC32C of bytes 0..4091     4
 
 import { crc32c } from '../protocol/iscsi/digest.js';
@@ -33,8 +36,8 @@ export const SUPERBLOCK_FORMAT_VERSION = 1;
 const MAGIC = Buffer.from('CSTSRPL1', 'ascii');
 const MAX_NAME_BYTES = 255;
 const MAX_REPLICA_ID_BYTES = 64;
-const NAME_AT = 100;
-const REPLICA_ID_AT = 358;
+const NAME_AT = 124;
+const REPLICA_ID_AT = 382;
 const CRC_AT = SUPERBLOCK_SLOT_BYTES - 4;
 
 export interface Superblock {
@@ -52,6 +55,9 @@ export interface Superblock {
   readonly metadataLength: bigint;
   readonly dataOffset: bigint;
   readonly flags: number;
+  readonly journalOffset: bigint;
+  readonly journalLength: bigint;
+  readonly journalCheckpointSeq: bigint;
 }
 
 export const SuperblockErrorCode = {
@@ -98,8 +104,12 @@ function validate(sb: Superblock): void {
     `capacity ${sb.capacityBytes} is not a positive multiple of the block size`);
   checkField(sb.metadataOffset >= BigInt(SUPERBLOCK_REGION_BYTES), 'metadata overlaps the superblock');
   checkField(sb.dataOffset >= sb.metadataOffset + sb.metadataLength, 'data overlaps the metadata');
+  checkField(sb.journalOffset >= BigInt(SUPERBLOCK_REGION_BYTES) && sb.journalLength >= 8192n
+    && (sb.journalOffset + sb.journalLength <= sb.metadataOffset || sb.journalOffset >= sb.metadataOffset + sb.metadataLength),
+  'journal overlaps another region');
+  checkField(sb.journalOffset % 4096n === 0n && sb.journalLength % 4096n === 0n, 'journal must be 4 KiB aligned');
   checkField(sb.dataOffset % 4096n === 0n && sb.metadataOffset % 4096n === 0n, 'regions must be 4 KiB aligned');
-  for (const v of [sb.generation, sb.epoch, sb.checkpointedIoSeq]) checkField(v >= 0n && v < 1n << 64n, 'counter out of range');
+  for (const v of [sb.generation, sb.epoch, sb.checkpointedIoSeq, sb.journalCheckpointSeq]) checkField(v >= 0n && v < 1n << 64n, 'counter out of range');
   checkField(Number.isInteger(sb.flags) && sb.flags >= 0 && sb.flags <= 0xffff_ffff, 'flags out of range');
 }
 
@@ -125,6 +135,9 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   b.writeBigUInt64LE(sb.metadataLength, 80);
   b.writeBigUInt64LE(sb.dataOffset, 88);
   b.writeUInt32LE(sb.flags, 96);
+  b.writeBigUInt64LE(sb.journalOffset, 100);
+  b.writeBigUInt64LE(sb.journalLength, 108);
+  b.writeBigUInt64LE(sb.journalCheckpointSeq, 116);
   b.writeUInt16LE(name.length, NAME_AT);
   name.copy(b, NAME_AT + 2);
   b.writeUInt16LE(replica.length, REPLICA_ID_AT);
@@ -161,6 +174,9 @@ export function decodeSuperblock(slot: Buffer): Superblock {
     metadataLength: slot.readBigUInt64LE(80),
     dataOffset: slot.readBigUInt64LE(88),
     flags: slot.readUInt32LE(96),
+    journalOffset: slot.readBigUInt64LE(100),
+    journalLength: slot.readBigUInt64LE(108),
+    journalCheckpointSeq: slot.readBigUInt64LE(116),
     volumeName: slot.toString('utf8', NAME_AT + 2, NAME_AT + 2 + nameLength),
     replicaId: slot.toString('utf8', REPLICA_ID_AT + 2, REPLICA_ID_AT + 2 + replicaLength),
   };

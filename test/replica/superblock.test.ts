@@ -15,10 +15,13 @@ const base: Superblock = {
   capacityBytes: 1n << 30n,
   epoch: 7n,
   checkpointedIoSeq: 123456789n,
-  metadataOffset: 8192n,
+  metadataOffset: 2n << 20n,
   metadataLength: 4n << 20n,
-  dataOffset: 8192n + (4n << 20n),
+  dataOffset: 6n << 20n,
   flags: 0,
+  journalOffset: 1n << 20n,
+  journalLength: 1n << 20n,
+  journalCheckpointSeq: 99n,
 };
 
 function region(a: Buffer | undefined, b: Buffer | undefined): Buffer {
@@ -34,6 +37,8 @@ t.test('round trip and layout', async t => {
   t.equal(bytes.toString('ascii', 0, 8), 'CSTSRPL1');
   t.equal(bytes.readUInt32LE(4092), crc32c(bytes.subarray(0, 4092)), 'CRC32C over the first 4092 bytes');
   t.equal(bytes.readBigUInt64LE(64), 123456789n, 'checkpointed io_seq at 64');
+  t.equal(bytes.readBigUInt64LE(116), 99n, 'journal checkpoint seq at 116');
+  t.equal(bytes.toString('utf8', 126, 134), 'pvc-0c4f', 'volume name at 126');
   t.same(decodeSuperblock(bytes), base);
 });
 
@@ -85,6 +90,7 @@ t.test('invalid fields are refused with a clear message', async t => {
   t.throws(() => encodeSuperblock({ ...base, capacityBytes: 1000n }), /capacity/);
   t.throws(() => encodeSuperblock({ ...base, dataOffset: 8192n }), /data overlaps/);
   t.throws(() => encodeSuperblock({ ...base, metadataChunkSize: 1000 }), /metadata chunk size/);
+  t.throws(() => encodeSuperblock({ ...base, journalOffset: 2n << 20n }), /journal overlaps/);
   const future = encodeSuperblock(base);
   future.writeUInt32LE(2, 8);
   future.writeUInt32LE(crc32c(future.subarray(0, 4092)), 4092);

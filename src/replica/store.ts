@@ -1,0 +1,1006 @@
+// The replica's block store: volume data in chunks on a file, zvol or raw device (O_DIRECT through
+// the native addon), a CRC32C and io_seq per chunk, and an intent journal for crash consistency.
+//
+// ## Crash consistency (kill -9 or power loss at any moment)
+// A mutation of chunk c goes: (1) journal record {c, new io_seq/CRC/flags, previous ones} written;
+// (2) only then the chunk's data written in place; (3) the in-memory table updated; (4) later, at a
+// checkpoint, the table page written and the superblock's journal checkpoint moved past the record.
+// Recovery reads every journal block newer than the checkpoint:
+//   - a record whose write was known complete when a later block was written (its block ≤ that
+//     block's completeSeq) is applied as is;
+//   - otherwise the chunk is read back: CRC = new → the write landed; CRC = previous (or the
+//     previous state holds no data: unwritten, zero, deallocated) → it did not, the old state is
+//     kept; anything else (a torn chunk: power loss inside the data write) → flagged NeedsRepair.
+// So every chunk reads back as its old content or its new content with a matching checksum, or
+// is reported as a media error until it is rewritten or rebuilt — never silent garbage. And reads
+// verify the CRC of every chunk they return, which also catches what the journal cannot know
+// (a lost write in a volatile device cache after power loss, bit rot).
+//
+// ## Durability
+// An acknowledged WRITE has been written with O_DIRECT (data and journal record): it survives the
+// replica process crashing or being killed, and a target crash. It survives power loss once a
+// later SYNC has completed, or immediately when written with FUA: both fdatasync the device
+// (flushing its volatile write cache) before their acknowledgement.
+//
+// ## Ordering
+// Operations lock their chunks in arrival order (chunk-locks.ts). A write whose io_seq is not newer
+// than what a chunk already holds is not applied to that chunk (rebuild and retries rely on it);
+// a chunk flagged NeedsRepair accepts any write that covers it entirely.
+
+import { open as fsOpen, stat, truncate } from 'node:fs/promises';
+import { crc32c } from '../protocol/iscsi/digest.js';
+import type { Logger } from '../shared/logger.js';
+import { AlignedPool } from './aligned-pool.js';
+import { ChunkLocks } from './chunk-locks.js';
+import { ENTRY_BYTES, MAX_IO_SEQ, MetadataTable, NO_DATA_FLAGS, ChunkFlag, TABLE_PAGE_BYTES } from './metadata-table.js';
+import { JOURNAL_BLOCK_BYTES, JournalWriter, decodeJournalBlock, type JournalEntry, type JournalTicket } from './journal.js';
+import { BlockFile, type BlockIoError, type Engine } from './native.js';
+import {
+  DEFAULT_CHUNK_SIZE, DEFAULT_JOURNAL_BYTES, MIN_JOURNAL_BYTES, layoutForDevice, layoutForFile, type StoreLayout,
+} from './store-layout.js';
+import {
+  SUPERBLOCK_REGION_BYTES, encodeSuperblock, nextSuperblock, selectSuperblock, type Superblock,
+} from './superblock.js';
+import {
+  StoreError, StoreErrorCode, type ChunkRun, type MapExtent, type ReplicaStoreApi, type StoreInfo, type StoreReadResult,
+  type StoreStats, type StoreWriteResult,
+} from './store-api.js';
+
+export interface FormatOptions {
+  readonly volumeName: string;
+  readonly volumeUuid: string;
+  readonly replicaId: string;
+  readonly capacityBytes: number;
+  readonly blockSize?: 512 | 4096;
+  readonly chunkSize?: number;
+  readonly journalBytes?: number;
+  /** Format over an existing superblock (another volume's, or a corrupt one). */
+  readonly force?: boolean;
+  readonly engine?: Engine;
+}
+
+export interface OpenStoreOptions {
+  /** Refuse the device unless it belongs to this volume / replica. */
+  readonly volumeUuid?: string;
+  readonly volumeName?: string;
+  readonly replicaId?: string;
+  readonly logger?: Logger;
+  readonly engine?: Engine;
+  /** Write the table back when idle this long (default 5 s; 0 = only when the journal fills and at close). */
+  readonly checkpointIntervalMs?: number;
+  readonly journalMaxInflightWrites?: number;
+}
+
+export interface RecoveryReport {
+  readonly journalBlocks: number;
+  readonly appliedEntries: number;
+  readonly verifiedChunks: number;
+  readonly revertedChunks: number;
+  readonly repairChunks: number;
+  readonly badTableEntries: number;
+}
+
+const IO_PIECE = 8 << 20;
+
+/** Like Promise.all, but settles only when every promise has: buffers in use by the kernel are never released early. */
+async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
+function volumeTagOf(uuid: string): number {
+  return parseInt(uuid.replace(/-/g, '').substring(0, 8), 16) >>> 0;
+}
+
+function storeErrorFromIo(err: unknown, what: string): StoreError {
+  if (err instanceof StoreError) return err;
+  const e = err as Partial<BlockIoError>;
+  const code = e.code === 'ENOSPC' || e.code === 'EDQUOT' ? StoreErrorCode.NoSpace
+    : e.code === 'EALIGN' ? StoreErrorCode.Misaligned
+      : e.code === 'ECLOSED' ? StoreErrorCode.Closed
+        : StoreErrorCode.Io;
+  return new StoreError(code, `${what}: ${e.message ?? String(err)}`, e.offset, { cause: err });
+}
+
+async function readFully(file: BlockFile, pool: AlignedPool, offset: number, length: number, into: (buf: Buffer, at: number) => void): Promise<void> {
+  const buf = pool.acquire(Math.min(IO_PIECE, length));
+  try {
+    for (let at = 0; at < length; at += IO_PIECE) {
+      const n = Math.min(IO_PIECE, length - at);
+      const view = buf.subarray(0, n);
+      const got = await file.read(view, offset + at);
+      if (got < n) view.fill(0, got);
+      into(view, at);
+    }
+  } finally {
+    pool.release(buf);
+  }
+}
+
+function checkIdentity(sb: Superblock, opts: OpenStoreOptions, path: string): void {
+  if (opts.volumeUuid !== undefined && sb.volumeUuid !== opts.volumeUuid.toLowerCase()) {
+    throw new StoreError(StoreErrorCode.Invalid, `${path} belongs to volume ${sb.volumeName} (${sb.volumeUuid}), not ${opts.volumeUuid}`);
+  }
+  if (opts.volumeName !== undefined && sb.volumeName !== opts.volumeName) {
+    throw new StoreError(StoreErrorCode.Invalid, `${path} belongs to volume '${sb.volumeName}', not '${opts.volumeName}'`);
+  }
+  if (opts.replicaId !== undefined && sb.replicaId !== opts.replicaId) {
+    throw new StoreError(StoreErrorCode.Invalid, `${path} holds replica '${sb.replicaId}' of volume '${sb.volumeName}', not replica '${opts.replicaId}'`);
+  }
+}
+
+function checkGeometry(file: BlockFile, chunkSize: number, path: string): void {
+  const lbs = file.logicalBlockSize;
+  if (lbs > chunkSize || chunkSize % lbs !== 0 || lbs > 4096) {
+    throw new StoreError(StoreErrorCode.Misaligned,
+      `${path}: device logical block size ${lbs} does not divide the ${chunkSize}-byte chunk size (misaligned for O_DIRECT)`);
+  }
+}
+
+/**
+ * Initialise `path` (a block device, or a file created/extended as needed) for one replica.
+ * Refuses — touching nothing — a device with another volume's superblock or a corrupt one (unless
+ * force), one that is too small or misaligned, and one already formatted for this replica.
+ */
+export async function formatStore(path: string, options: FormatOptions): Promise<StoreInfo> {
+  const blockSize = options.blockSize ?? 512;
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const journalBytes = options.journalBytes ?? DEFAULT_JOURNAL_BYTES;
+  if (!Number.isInteger(chunkSize) || chunkSize < 4096 || chunkSize > 1 << 20 || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw new StoreError(StoreErrorCode.Invalid, `chunk size ${chunkSize} must be a power of two from 4096 to 1 MiB`);
+  }
+  if (!Number.isSafeInteger(options.capacityBytes) || options.capacityBytes <= 0 || options.capacityBytes % chunkSize !== 0) {
+    throw new StoreError(StoreErrorCode.Invalid, `capacity ${options.capacityBytes} must be a positive multiple of the ${chunkSize}-byte chunk size`);
+  }
+  if (journalBytes < MIN_JOURNAL_BYTES || journalBytes % JOURNAL_BLOCK_BYTES !== 0) {
+    throw new StoreError(StoreErrorCode.Invalid, `journal size ${journalBytes} must be a multiple of 4096, at least ${MIN_JOURNAL_BYTES}`);
+  }
+  let created = false;
+  const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+    return undefined;
+  });
+  if (st === undefined) {
+    const fh = await fsOpen(path, 'wx', 0o600);
+    await fh.close();
+    created = true;
+  } else if (!st.isFile() && !st.isBlockDevice()) {
+    throw new StoreError(StoreErrorCode.Invalid, `${path} is neither a regular file nor a block device`);
+  }
+  const isBlockDevice = st?.isBlockDevice() ?? false;
+
+  const file = await BlockFile.open(path, { write: true, engine: options.engine ?? 'io_uring' });
+  const pool = new AlignedPool({ alignment: Math.max(4096, file.memoryAlignment) });
+  try {
+    checkGeometry(file, chunkSize, path);
+    if (!created && file.size >= SUPERBLOCK_REGION_BYTES) {
+      const region = pool.acquire(SUPERBLOCK_REGION_BYTES);
+      try {
+        await file.read(region, 0);
+        const state = selectSuperblock(region);
+        if (state.state === 'valid' && !options.force) {
+          const sb = state.superblock;
+          const same = sb.volumeUuid === options.volumeUuid.toLowerCase() && sb.replicaId === options.replicaId;
+          throw new StoreError(StoreErrorCode.Invalid, same
+            ? `${path} is already formatted for replica '${sb.replicaId}' of volume '${sb.volumeName}'`
+            : `${path} holds replica '${sb.replicaId}' of another volume '${sb.volumeName}' (${sb.volumeUuid}); refusing to format it (use --force to overwrite)`);
+        }
+        if (state.state === 'corrupt' && !options.force) {
+          throw new StoreError(StoreErrorCode.Invalid, `${path} has a damaged replica superblock (${state.errors.join('; ')}); refusing to format it (use --force to overwrite)`);
+        }
+      } finally {
+        pool.release(region);
+      }
+    }
+    const layout: StoreLayout = isBlockDevice
+      ? layoutForDevice(file.size, chunkSize, journalBytes)
+      : layoutForFile(options.capacityBytes, chunkSize, journalBytes);
+    const needed = layout.dataOffset + options.capacityBytes;
+    if (isBlockDevice && needed > file.size) {
+      throw new StoreError(StoreErrorCode.NoSpace,
+        `${path} is too small: ${file.size} bytes, the volume needs ${needed} (${options.capacityBytes} of data plus ${layout.dataOffset} of metadata)`);
+    }
+    const superblock: Superblock = {
+      generation: 1n,
+      volumeName: options.volumeName,
+      volumeUuid: options.volumeUuid,
+      replicaId: options.replicaId,
+      blockSize,
+      metadataChunkSize: chunkSize,
+      capacityBytes: BigInt(options.capacityBytes),
+      epoch: 0n,
+      checkpointedIoSeq: 0n,
+      metadataOffset: BigInt(layout.metadataOffset),
+      metadataLength: BigInt(layout.metadataLength),
+      dataOffset: BigInt(layout.dataOffset),
+      flags: 0,
+      journalOffset: BigInt(layout.journalOffset),
+      journalLength: BigInt(layout.journalLength),
+      journalCheckpointSeq: 0n,
+    };
+    const slot = encodeSuperblock(superblock); // validates every field before anything is written
+    if (!isBlockDevice && file.size < needed) await truncate(path, needed);
+    // Old journal blocks or table entries must not survive into the new format. A new file is all holes.
+    if (!created) {
+      await file.writeZeroes(0, SUPERBLOCK_REGION_BYTES);
+      await file.writeZeroes(layout.journalOffset, layout.journalLength);
+      await file.writeZeroes(layout.metadataOffset, layout.metadataLength);
+    }
+    const buf = pool.acquire(4096);
+    try {
+      slot.copy(buf);
+      await file.write(buf, Number(superblock.generation % 2n) * 4096);
+    } finally {
+      pool.release(buf);
+    }
+    await file.flush();
+    return infoOf(superblock, 0);
+  } catch (err) {
+    throw err instanceof StoreError ? err : storeErrorFromIo(err, `format ${path}`);
+  } finally {
+    await file.close();
+  }
+}
+
+function infoOf(sb: Superblock, highestIoSeq: number): StoreInfo {
+  return {
+    volumeName: sb.volumeName,
+    volumeUuid: sb.volumeUuid,
+    replicaId: sb.replicaId,
+    blockSize: sb.blockSize,
+    chunkSize: sb.metadataChunkSize,
+    capacityBytes: Number(sb.capacityBytes),
+    epoch: Number(sb.epoch),
+    checkpointedIoSeq: Number(sb.checkpointedIoSeq),
+    highestIoSeq: Math.max(highestIoSeq, Number(sb.checkpointedIoSeq)),
+  };
+}
+
+type MutableStats = { -readonly [K in keyof StoreStats]: StoreStats[K] };
+
+interface ChunkPlan {
+  readonly chunk: number;
+  /** Flags for a no-data chunk (zero/deallocated), or 0 for data taken from the working buffer. */
+  readonly noDataFlags: number;
+}
+
+export class ReplicaStore implements ReplicaStoreApi {
+  readonly path: string;
+  readonly #file: BlockFile;
+  readonly #pool: AlignedPool;
+  readonly #log: Logger | undefined;
+  readonly #table: MetadataTable;
+  readonly #locks = new ChunkLocks();
+  readonly #journal: JournalWriter;
+  readonly #chunk: number;
+  readonly #chunkShift: number;
+  readonly #zeroCrc: number;
+  readonly #ownBuffers = new WeakSet<Buffer>();
+  #sb: Superblock;
+  #highestIoSeq: number;
+  #info: StoreInfo;
+  readonly #stats: MutableStats = {
+    reads: 0, writes: 0, syncs: 0, unmaps: 0, writeZeroes: 0, readBytes: 0, writeBytes: 0,
+    staleChunksSkipped: 0, checksumMismatches: 0, chunksNeedingRepair: 0, inflight: 0,
+  };
+  /** io_seq -> mutations in flight with it (for the checkpointed io_seq watermark). */
+  readonly #inflightSeqs = new Map<number, number>();
+  #highestReceived: number;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #idle: (() => void) | undefined;
+  #superblockChain: Promise<unknown> = Promise.resolve();
+  #checkpointing: Promise<void> | undefined;
+  #checkpointTimer: NodeJS.Timeout | undefined;
+  #syncRunning: Promise<void> | undefined;
+  #syncQueued: Promise<void> | undefined;
+  readonly recovery: RecoveryReport;
+
+  private constructor(args: {
+    path: string; file: BlockFile; pool: AlignedPool; log: Logger | undefined; sb: Superblock; table: MetadataTable;
+    nextJournalSeq: number; recovery: RecoveryReport; options: OpenStoreOptions;
+  }) {
+    this.path = args.path;
+    this.#file = args.file;
+    this.#pool = args.pool;
+    this.#log = args.log;
+    this.#sb = args.sb;
+    this.#table = args.table;
+    this.#chunk = args.sb.metadataChunkSize;
+    this.#chunkShift = Math.log2(this.#chunk);
+    this.#zeroCrc = crc32c(Buffer.alloc(this.#chunk));
+    this.recovery = args.recovery;
+    let highest = 0;
+    const seqs = args.table.ioSeq;
+    for (let i = 0; i < seqs.length; i++) if (seqs[i]! > highest) highest = seqs[i]!;
+    this.#highestIoSeq = highest;
+    this.#highestReceived = Math.max(highest, Number(args.sb.checkpointedIoSeq));
+    let repair = 0;
+    for (let i = 0; i < args.table.flags.length; i++) if ((args.table.flags[i]! & ChunkFlag.NeedsRepair) !== 0) repair++;
+    this.#stats.chunksNeedingRepair = repair;
+    this.#info = infoOf(args.sb, highest);
+    this.#journal = new JournalWriter({
+      file: args.file,
+      pool: args.pool,
+      offset: Number(args.sb.journalOffset),
+      length: Number(args.sb.journalLength),
+      volumeTag: volumeTagOf(args.sb.volumeUuid),
+      nextSeq: args.nextJournalSeq,
+      checkpointSeq: Number(args.sb.journalCheckpointSeq),
+      watermark: () => this.#watermark(),
+      onCheckpointNeeded: () => { void this.checkpoint().catch(() => undefined); },
+      ...(args.options.journalMaxInflightWrites !== undefined ? { maxInflightWrites: args.options.journalMaxInflightWrites } : {}),
+    });
+    const interval = args.options.checkpointIntervalMs ?? 5000;
+    if (interval > 0) {
+      this.#checkpointTimer = setInterval(() => {
+        if (this.#table.dirtyPageCount > 0 && this.#checkpointing === undefined) void this.checkpoint().catch(() => undefined);
+      }, interval);
+      this.#checkpointTimer.unref();
+    }
+  }
+
+  /** Open a formatted device, replaying its journal (see the crash-consistency notes above). */
+  static async open(path: string, options: OpenStoreOptions = {}): Promise<ReplicaStore> {
+    const log = options.logger;
+    let file: BlockFile;
+    try {
+      file = await BlockFile.open(path, { write: true, engine: options.engine ?? 'io_uring' });
+    } catch (err) {
+      throw storeErrorFromIo(err, `open ${path}`);
+    }
+    const pool = new AlignedPool({ alignment: Math.max(4096, file.memoryAlignment) });
+    try {
+      const region = pool.acquire(SUPERBLOCK_REGION_BYTES);
+      let state;
+      try {
+        const got = await file.read(region, 0);
+        if (got < SUPERBLOCK_REGION_BYTES) region.fill(0, got);
+        state = selectSuperblock(region);
+      } finally {
+        pool.release(region);
+      }
+      if (state.state === 'unformatted') throw new StoreError(StoreErrorCode.Invalid, `${path} is not formatted as a replica (format it first)`);
+      if (state.state === 'corrupt') throw new StoreError(StoreErrorCode.Invalid, `${path} has a damaged replica superblock: ${state.errors.join('; ')}`);
+      const sb = state.superblock;
+      if (state.otherSlotError !== undefined) log?.warn({ path, slotError: state.otherSlotError }, 'one superblock copy is unreadable; using the other');
+      checkIdentity(sb, options, path);
+      checkGeometry(file, sb.metadataChunkSize, path);
+      const needed = Number(sb.dataOffset + sb.capacityBytes);
+      if (file.size < needed) {
+        throw new StoreError(StoreErrorCode.Invalid, `${path} is too small: ${file.size} bytes, the volume needs ${needed}`);
+      }
+      const chunkCount = Number(sb.capacityBytes) / sb.metadataChunkSize;
+      const table = new MetadataTable(chunkCount);
+      let badTableEntries = 0;
+      await readFully(file, pool, Number(sb.metadataOffset), Math.ceil((chunkCount * ENTRY_BYTES) / TABLE_PAGE_BYTES) * TABLE_PAGE_BYTES, (buf, at) => {
+        const first = at / ENTRY_BYTES;
+        const count = Math.min(buf.length / ENTRY_BYTES, chunkCount - first);
+        if (count > 0) badTableEntries += table.load(buf, first, count).length;
+      });
+      const replay = await ReplicaStore.#replayJournal(file, pool, sb, table, log);
+      const recovery: RecoveryReport = { ...replay.report, badTableEntries };
+      const store = new ReplicaStore({ path, file, pool, log, sb, table, nextJournalSeq: replay.nextSeq, recovery, options });
+      if (replay.report.journalBlocks > 0 || badTableEntries > 0) {
+        await store.#checkpointNow(replay.nextSeq - 1, replay.watermark);
+        log?.info({ path, ...recovery }, 'replica store recovered from its journal');
+      }
+      return store;
+    } catch (err) {
+      await file.close();
+      throw err instanceof StoreError ? err : storeErrorFromIo(err, `open ${path}`);
+    }
+  }
+
+  static async #replayJournal(file: BlockFile, pool: AlignedPool, sb: Superblock, table: MetadataTable, log: Logger | undefined): Promise<{
+    nextSeq: number; watermark: number; report: Omit<RecoveryReport, 'badTableEntries'>;
+  }> {
+    const checkpointSeq = Number(sb.journalCheckpointSeq);
+    const tag = volumeTagOf(sb.volumeUuid);
+    const blocks: NonNullable<ReturnType<typeof decodeJournalBlock>>[] = [];
+    let maxSeq = checkpointSeq;
+    await readFully(file, pool, Number(sb.journalOffset), Number(sb.journalLength), (buf) => {
+      for (let at = 0; at < buf.length; at += JOURNAL_BLOCK_BYTES) {
+        const b = decodeJournalBlock(buf.subarray(at, at + JOURNAL_BLOCK_BYTES), tag);
+        if (b === undefined || b.seq <= checkpointSeq) continue;
+        blocks.push(b);
+        if (b.seq > maxSeq) maxSeq = b.seq;
+      }
+    });
+    blocks.sort((a, b) => a.seq - b.seq);
+    let completeSeq = checkpointSeq;
+    let watermark = Number(sb.checkpointedIoSeq);
+    for (const b of blocks) {
+      if (b.completeSeq > completeSeq) completeSeq = b.completeSeq;
+      if (b.ioSeqWatermark > watermark) watermark = b.ioSeqWatermark;
+    }
+    const chunkCount = table.chunkCount;
+    let applied = 0;
+    const unverified = new Map<number, JournalEntry>();
+    for (const b of blocks) {
+      for (const e of b.entries) {
+        if (e.chunk >= chunkCount) continue; // beyond a capacity that a crashed resize never persisted
+        if (b.seq <= completeSeq) {
+          table.set(e.chunk, e.newSeq, e.newCrc, e.newFlags);
+          unverified.delete(e.chunk);
+          applied++;
+        } else {
+          unverified.set(e.chunk, e);
+        }
+      }
+    }
+    let reverted = 0;
+    let repair = 0;
+    const chunk = sb.metadataChunkSize;
+    if (unverified.size > 0) {
+      const buf = pool.acquire(chunk);
+      try {
+        for (const e of unverified.values()) {
+          applied++;
+          if ((e.newFlags & NO_DATA_FLAGS) !== 0) {
+            table.set(e.chunk, e.newSeq, e.newCrc, e.newFlags);
+            continue;
+          }
+          const got = await file.read(buf, Number(sb.dataOffset) + e.chunk * chunk);
+          if (got < chunk) buf.fill(0, got);
+          const crc = crc32c(buf);
+          if (crc === e.newCrc) {
+            table.set(e.chunk, e.newSeq, e.newCrc, e.newFlags);
+            continue;
+          }
+          // The new data did not (fully) land; nothing with this io_seq or later is known applied.
+          watermark = Math.min(watermark, e.newSeq - 1);
+          const prevHoldsNoData = (e.prevFlags & (NO_DATA_FLAGS | ChunkFlag.NeedsRepair)) !== 0 || (e.prevSeq === 0 && e.prevFlags === 0);
+          if (prevHoldsNoData || crc === e.prevCrc) {
+            table.set(e.chunk, e.prevSeq, e.prevCrc, e.prevFlags);
+            reverted++;
+          } else {
+            table.set(e.chunk, e.prevSeq, e.prevCrc, e.prevFlags | ChunkFlag.NeedsRepair);
+            repair++;
+            log?.warn({ chunk: e.chunk, ioSeq: e.newSeq }, 'chunk torn by a crash during its write; flagged as needing repair');
+          }
+        }
+      } finally {
+        pool.release(buf);
+      }
+    }
+    return {
+      nextSeq: maxSeq + 1,
+      watermark,
+      report: { journalBlocks: blocks.length, appliedEntries: applied, verifiedChunks: unverified.size, revertedChunks: reverted, repairChunks: repair },
+    };
+  }
+
+  get info(): StoreInfo {
+    return this.#info;
+  }
+
+  stats(): StoreStats {
+    return { ...this.#stats, inflight: this.#stats.inflight };
+  }
+
+  /** Byte offsets of chunks flagged as needing repair (rebuild fetches them whatever their io_seq). */
+  chunksNeedingRepair(limit = 1024): number[] {
+    const out: number[] = [];
+    const flags = this.#table.flags;
+    for (let c = 0; c < flags.length && out.length < limit; c++) {
+      if ((flags[c]! & ChunkFlag.NeedsRepair) !== 0) out.push(c * this.#chunk);
+    }
+    return out;
+  }
+
+  acquireBuffer(size: number): Buffer {
+    const b = this.#pool.acquire(size);
+    this.#ownBuffers.add(b);
+    return b;
+  }
+
+  releaseBuffer(buffer: Buffer): void {
+    this.#ownBuffers.delete(buffer);
+    this.#pool.release(buffer);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new StoreError(StoreErrorCode.Closed, 'the store is closed');
+  }
+
+  #checkRange(offset: number, length: number): void {
+    const bs = this.#info.blockSize;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      throw new StoreError(StoreErrorCode.Invalid, `invalid range offset ${offset} length ${length}`, offset);
+    }
+    if (offset % bs !== 0 || length % bs !== 0) {
+      throw new StoreError(StoreErrorCode.Misaligned, `range offset ${offset} length ${length} is not a multiple of the ${bs}-byte block size`, offset);
+    }
+    if (offset + length > this.#info.capacityBytes) {
+      throw new StoreError(StoreErrorCode.OutOfRange, `range offset ${offset} length ${length} ends beyond the capacity ${this.#info.capacityBytes}`, offset);
+    }
+  }
+
+  static #checkSeq(ioSeq: number): void {
+    if (!Number.isSafeInteger(ioSeq) || ioSeq < 1 || ioSeq > MAX_IO_SEQ) {
+      throw new StoreError(StoreErrorCode.Invalid, `io_seq ${ioSeq} must be an integer from 1 to 2^53-1`);
+    }
+  }
+
+  #lock(first: number, last: number): Promise<() => void> | (() => void) {
+    return this.#locks.lock(first, last);
+  }
+
+  #enter(): void {
+    this.#stats.inflight++;
+  }
+
+  #leave(): void {
+    if (--this.#stats.inflight === 0 && this.#idle !== undefined) {
+      const idle = this.#idle;
+      this.#idle = undefined;
+      idle();
+    }
+  }
+
+  #watermark(): number {
+    if (this.#inflightSeqs.size === 0) return this.#highestReceived;
+    let min = Infinity;
+    for (const s of this.#inflightSeqs.keys()) if (s < min) min = s;
+    return min - 1;
+  }
+
+  #seqStart(ioSeq: number): void {
+    this.#inflightSeqs.set(ioSeq, (this.#inflightSeqs.get(ioSeq) ?? 0) + 1);
+    if (ioSeq > this.#highestReceived) this.#highestReceived = ioSeq;
+  }
+
+  #seqEnd(ioSeq: number): void {
+    const n = this.#inflightSeqs.get(ioSeq)! - 1;
+    if (n === 0) this.#inflightSeqs.delete(ioSeq);
+    else this.#inflightSeqs.set(ioSeq, n);
+  }
+
+  /** Read chunks [first, first+count) into `buf` (count * chunk bytes), verifying each CRC. Caller holds the locks. */
+  async #readChunks(first: number, count: number, buf: Buffer, ioSeqs: Float64Array | undefined): Promise<void> {
+    const chunk = this.#chunk;
+    const { flags, ioSeq, crc } = this.#table;
+    const dataOffset = Number(this.#sb.dataOffset);
+    const reads: Promise<void>[] = [];
+    let runStart = -1;
+    const flushRun = (end: number): void => {
+      if (runStart < 0) return;
+      const start = runStart;
+      const view = buf.subarray((start - first) * chunk, (end - first) * chunk);
+      reads.push(this.#file.read(view, dataOffset + start * chunk).then((got) => {
+        if (got < view.length) view.fill(0, got);
+      }));
+      runStart = -1;
+    };
+    for (let c = first; c < first + count; c++) {
+      if ((flags[c]! & ChunkFlag.NeedsRepair) !== 0) {
+        throw new StoreError(StoreErrorCode.Medium, `chunk at offset ${c * chunk} needs repair (its data was torn or failed its checksum)`, c * chunk);
+      }
+    }
+    for (let c = first; c < first + count; c++) {
+      const f = flags[c]!;
+      if (ioSeqs !== undefined) ioSeqs[c - first] = ioSeq[c]!;
+      const onDisk = (f & NO_DATA_FLAGS) === 0 && ioSeq[c]! !== 0;
+      if (onDisk) {
+        if (runStart < 0) runStart = c;
+      } else {
+        flushRun(c);
+        buf.fill(0, (c - first) * chunk, (c - first + 1) * chunk);
+      }
+    }
+    flushRun(first + count);
+    try {
+      if (reads.length === 1) await reads[0];
+      else if (reads.length > 1) await settleAll(reads);
+    } catch (err) {
+      throw storeErrorFromIo(err, 'read');
+    }
+    for (let c = first; c < first + count; c++) {
+      if ((flags[c]! & NO_DATA_FLAGS) !== 0 || ioSeq[c]! === 0) continue;
+      const at = (c - first) * chunk;
+      if (crc32c(buf.subarray(at, at + chunk)) !== crc[c]) {
+        this.#stats.checksumMismatches++;
+        this.#stats.chunksNeedingRepair++;
+        this.#table.set(c, ioSeq[c]!, crc[c]!, flags[c]! | ChunkFlag.NeedsRepair);
+        this.#log?.error({ chunk: c, offset: c * chunk, ioSeq: ioSeq[c] }, 'chunk data does not match its checksum; flagged as needing repair');
+        throw new StoreError(StoreErrorCode.Medium, `checksum mismatch in the chunk at offset ${c * chunk}`, c * chunk);
+      }
+    }
+  }
+
+  async read(offset: number, length: number): Promise<StoreReadResult> {
+    this.#checkOpen();
+    this.#checkRange(offset, length);
+    const shift = this.#chunkShift;
+    const first = Math.floor(offset / this.#chunk);
+    const last = Math.floor((offset + length - 1) / this.#chunk);
+    const count = last - first + 1;
+    this.#enter();
+    const l = this.#lock(first, last);
+    const unlock = typeof l === 'function' ? l : await l;
+    const buf = this.#pool.acquire(count << shift);
+    try {
+      const ioSeqs = new Float64Array(count);
+      await this.#readChunks(first, count, buf, ioSeqs);
+      this.#stats.reads++;
+      this.#stats.readBytes += length;
+      const at = offset - first * this.#chunk;
+      let released = false;
+      return {
+        data: buf.subarray(at, at + length),
+        ioSeqs,
+        release: () => {
+          if (released) return;
+          released = true;
+          this.#pool.release(buf);
+        },
+      };
+    } catch (err) {
+      this.#pool.release(buf);
+      throw err;
+    } finally {
+      unlock();
+      this.#leave();
+    }
+  }
+
+  async write(offset: number, data: Buffer, ioSeq: number, options?: { readonly fua?: boolean }): Promise<StoreWriteResult> {
+    const result = await this.#mutate(offset, data.length, ioSeq, data, 0);
+    // FUA: durable before the acknowledgement (also when skipped: the newer data must be durable too).
+    if (options?.fua === true) await this.flush();
+    return result;
+  }
+
+  unmap(offset: number, length: number, ioSeq: number): Promise<StoreWriteResult> {
+    return this.#mutate(offset, length, ioSeq, undefined, ChunkFlag.Deallocated);
+  }
+
+  writeZeroes(offset: number, length: number, ioSeq: number): Promise<StoreWriteResult> {
+    return this.#mutate(offset, length, ioSeq, undefined, ChunkFlag.Zero);
+  }
+
+  /**
+   * The one mutation path. `data` given: write it. Otherwise whole chunks get `noDataFlags` (zero or
+   * deallocated, no data I/O) and partial chunks at either end are rewritten with zeroes.
+   */
+  async #mutate(offset: number, length: number, ioSeq: number, data: Buffer | undefined, noDataFlags: number): Promise<StoreWriteResult> {
+    this.#checkOpen();
+    this.#checkRange(offset, length);
+    ReplicaStore.#checkSeq(ioSeq);
+    const chunk = this.#chunk;
+    const first = Math.floor(offset / chunk);
+    const last = Math.floor((offset + length - 1) / chunk);
+    const count = last - first + 1;
+    const headPartial = offset % chunk !== 0;
+    const tailPartial = (offset + length) % chunk !== 0;
+    this.#enter();
+    this.#seqStart(ioSeq);
+    const l = this.#lock(first, last);
+    const unlock = typeof l === 'function' ? l : await l;
+    let work: Buffer | undefined;
+    let ownWork = false;
+    let ticket: JournalTicket | undefined;
+    try {
+      const { ioSeq: seqs, flags, crc } = this.#table;
+      // Which chunks to apply, and what each becomes.
+      const plan: ChunkPlan[] = [];
+      let skipped = 0;
+      for (let c = first; c <= last; c++) {
+        const needsRepair = (flags[c]! & ChunkFlag.NeedsRepair) !== 0;
+        if (ioSeq <= seqs[c]! && !needsRepair) {
+          skipped++;
+          continue;
+        }
+        const partial = (c === first && headPartial) || (c === last && tailPartial);
+        if (partial && needsRepair) {
+          throw new StoreError(StoreErrorCode.Medium, `chunk at offset ${c * chunk} needs repair and this write does not cover it entirely`, c * chunk);
+        }
+        plan.push({ chunk: c, noDataFlags: data === undefined && !partial ? noDataFlags : 0 });
+      }
+      this.#stats.staleChunksSkipped += skipped;
+      if (plan.length === 0) return { applied: 0, skipped };
+
+      // The working buffer holds whole chunks [first, last] for every chunk written with data.
+      const needsData = plan.some((p) => p.noDataFlags === 0);
+      if (needsData) {
+        if (data !== undefined && !headPartial && !tailPartial && this.#ownBuffers.has(data)) {
+          work = data;
+        } else {
+          work = this.#pool.acquire(count * chunk);
+          ownWork = true;
+          const partialChunks: number[] = [];
+          if (headPartial) partialChunks.push(first);
+          if (tailPartial && (last !== first || !headPartial)) partialChunks.push(last);
+          for (const c of partialChunks) {
+            if (!plan.some((p) => p.chunk === c)) continue;
+            await this.#readChunks(c, 1, work.subarray((c - first) * chunk, (c - first + 1) * chunk), undefined);
+          }
+          const at = offset - first * chunk;
+          if (data !== undefined) data.copy(work, at);
+          else work.fill(0, at, at + length);
+        }
+      }
+
+      const entries: JournalEntry[] = [];
+      const newCrcs = new Uint32Array(plan.length);
+      for (let i = 0; i < plan.length; i++) {
+        const p = plan[i]!;
+        const c = p.chunk;
+        const at = (c - first) * chunk;
+        const newCrc = p.noDataFlags !== 0 ? 0 : crc32c(work!.subarray(at, at + chunk));
+        newCrcs[i] = newCrc;
+        entries.push({
+          chunk: c, newSeq: ioSeq, newCrc, newFlags: p.noDataFlags,
+          prevSeq: seqs[c]!, prevCrc: crc[c]!, prevFlags: flags[c]!,
+        });
+      }
+      try {
+        ticket = await this.#journal.append(entries);
+      } catch (err) {
+        throw storeErrorFromIo(err, 'journal write');
+      }
+
+      // Data in place: one device write per run of consecutive data chunks; discard deallocated runs.
+      const dataOffset = Number(this.#sb.dataOffset);
+      const ops: Promise<unknown>[] = [];
+      for (let i = 0; i < plan.length;) {
+        let j = i + 1;
+        const kind = plan[i]!.noDataFlags;
+        while (j < plan.length && plan[j]!.chunk === plan[j - 1]!.chunk + 1 && plan[j]!.noDataFlags === kind) j++;
+        const c0 = plan[i]!.chunk;
+        const n = j - i;
+        if (kind === 0) {
+          ops.push(this.#file.write(work!.subarray((c0 - first) * chunk, (c0 - first + n) * chunk), dataOffset + c0 * chunk));
+        } else if (kind === ChunkFlag.Deallocated) {
+          // A hint only: the table already says the chunk reads as zeroes, whatever the device holds.
+          ops.push(this.#file.discard(dataOffset + c0 * chunk, n * chunk).catch(() => undefined));
+        }
+        i = j;
+      }
+      try {
+        if (ops.length === 1) await ops[0];
+        else if (ops.length > 1) await settleAll(ops);
+      } catch (err) {
+        // Unknown content now: flag what this write touched. (Reads would catch it by CRC anyway.)
+        for (const p of plan) {
+          if (p.noDataFlags !== 0) continue;
+          if ((flags[p.chunk]! & ChunkFlag.NeedsRepair) === 0) this.#stats.chunksNeedingRepair++;
+          this.#table.set(p.chunk, seqs[p.chunk]!, crc[p.chunk]!, flags[p.chunk]! | ChunkFlag.NeedsRepair);
+        }
+        throw storeErrorFromIo(err, 'write');
+      }
+      for (let i = 0; i < plan.length; i++) {
+        const c = plan[i]!.chunk;
+        if ((flags[c]! & ChunkFlag.NeedsRepair) !== 0) this.#stats.chunksNeedingRepair--;
+        this.#table.set(c, ioSeq, newCrcs[i]!, plan[i]!.noDataFlags);
+      }
+      if (ioSeq > this.#highestIoSeq) {
+        this.#highestIoSeq = ioSeq;
+        this.#info = { ...this.#info, highestIoSeq: ioSeq };
+      }
+      if (data !== undefined) {
+        this.#stats.writes++;
+        this.#stats.writeBytes += length;
+      } else if (noDataFlags === ChunkFlag.Deallocated) {
+        this.#stats.unmaps++;
+      } else {
+        this.#stats.writeZeroes++;
+      }
+      return { applied: plan.length, skipped };
+    } finally {
+      // The table is updated before the journal hears of completion: a checkpoint covering this
+      // record must find the new entries in memory.
+      if (ticket !== undefined) this.#journal.complete(ticket);
+      if (ownWork) this.#pool.release(work!);
+      unlock();
+      this.#seqEnd(ioSeq);
+      this.#leave();
+    }
+  }
+
+  /** fdatasync, coalesced: callers arriving while one runs share the next one. */
+  flush(): Promise<void> {
+    if (this.#closed) return Promise.reject(new StoreError(StoreErrorCode.Closed, 'the store is closed'));
+    if (this.#syncRunning === undefined) return this.#startSync();
+    this.#syncQueued ??= this.#syncRunning.catch(() => undefined).then(() => {
+      this.#syncQueued = undefined;
+      return this.#startSync();
+    });
+    return this.#syncQueued;
+  }
+
+  #startSync(): Promise<void> {
+    const p = this.#file.flush().then(() => {
+      this.#stats.syncs++;
+    }, (err: unknown) => {
+      throw storeErrorFromIo(err, 'fdatasync');
+    }).finally(() => {
+      if (this.#syncRunning === p) this.#syncRunning = undefined;
+    });
+    this.#syncRunning = p;
+    return p;
+  }
+
+  async mapStatus(offset: number, maxLength: number): Promise<MapExtent> {
+    this.#checkOpen();
+    this.#checkRange(offset, this.#info.blockSize);
+    const chunk = this.#chunk;
+    const { flags, ioSeq } = this.#table;
+    const mappedAt = (c: number): boolean => (flags[c]! & ChunkFlag.Deallocated) === 0 && !(ioSeq[c] === 0 && flags[c] === 0);
+    const first = Math.floor(offset / chunk);
+    const mapped = mappedAt(first);
+    const limit = Math.min(offset + Math.max(maxLength, this.#info.blockSize), this.#info.capacityBytes);
+    let c = first + 1;
+    while (c * chunk < limit && mappedAt(c) === mapped) c++;
+    return { length: Math.min(c * chunk, limit) - offset, mapped };
+  }
+
+  setEpoch(epoch: number): Promise<void> {
+    return this.#updateSuperblock((sb) => {
+      if (!Number.isSafeInteger(epoch) || epoch < 0) throw new StoreError(StoreErrorCode.Invalid, `invalid epoch ${epoch}`);
+      if (BigInt(epoch) < sb.epoch) throw new StoreError(StoreErrorCode.StaleEpoch, `epoch ${epoch} is older than the persisted epoch ${sb.epoch}`);
+      return BigInt(epoch) === sb.epoch ? undefined : { epoch: BigInt(epoch) };
+    });
+  }
+
+  async resize(capacityBytes: number): Promise<void> {
+    this.#checkOpen();
+    const chunk = this.#chunk;
+    const current = this.#info.capacityBytes;
+    if (!Number.isSafeInteger(capacityBytes) || capacityBytes % chunk !== 0) {
+      throw new StoreError(StoreErrorCode.Misaligned, `capacity ${capacityBytes} is not a multiple of the ${chunk}-byte chunk size`);
+    }
+    if (capacityBytes < current) throw new StoreError(StoreErrorCode.Invalid, `shrinking from ${current} to ${capacityBytes} bytes is refused`);
+    if (capacityBytes === current) return;
+    const maxCapacity = (Number(this.#sb.metadataLength) / ENTRY_BYTES) * chunk;
+    if (capacityBytes > maxCapacity) {
+      throw new StoreError(StoreErrorCode.NoSpace, `capacity ${capacityBytes} exceeds what this replica's metadata region can describe (${maxCapacity})`);
+    }
+    const needed = Number(this.#sb.dataOffset) + capacityBytes;
+    if (needed > this.#file.size) {
+      if (this.#file.isBlockDevice) throw new StoreError(StoreErrorCode.NoSpace, `${this.path} is too small for ${capacityBytes} bytes of data`);
+      const st = await stat(this.path);
+      if (st.size < needed) await truncate(this.path, needed);
+    }
+    // New chunks read as unwritten (their table entries are zero) before the superblock says they exist.
+    this.#table.grow(capacityBytes / chunk);
+    await this.#updateSuperblock(() => ({ capacityBytes: BigInt(capacityBytes) }));
+  }
+
+  /** Write back dirty table pages and move the journal checkpoint. Serialised; callers share a running one. */
+  checkpoint(): Promise<void> {
+    if (this.#checkpointing !== undefined) return this.#checkpointing;
+    const p = this.#checkpointNow(this.#journal.completeSeq, this.#watermark()).finally(() => {
+      this.#checkpointing = undefined;
+    });
+    this.#checkpointing = p;
+    return p;
+  }
+
+  async #checkpointNow(journalSeq: number, watermark: number): Promise<void> {
+    const pages = this.#table.takeDirtyPages();
+    try {
+      const metadataOffset = Number(this.#sb.metadataOffset);
+      const maxRun = 256; // pages per write (1 MiB)
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < pages.length;) {
+        let j = i + 1;
+        while (j < pages.length && pages[j] === pages[j - 1]! + 1 && j - i < maxRun) j++;
+        const n = j - i;
+        const buf = this.#pool.acquire(n * TABLE_PAGE_BYTES);
+        for (let k = 0; k < n; k++) this.#table.encodePage(pages[i + k]!, buf, k * TABLE_PAGE_BYTES);
+        const at = metadataOffset + pages[i]! * TABLE_PAGE_BYTES;
+        writes.push(this.#file.write(buf, at).then(() => undefined).finally(() => this.#pool.release(buf)));
+        i = j;
+      }
+      await settleAll(writes);
+      await this.#file.flush();
+      await this.#updateSuperblock((sb) => {
+        const seq = BigInt(Math.max(journalSeq, Number(sb.journalCheckpointSeq)));
+        const io = BigInt(Math.max(watermark, Number(sb.checkpointedIoSeq)));
+        return seq === sb.journalCheckpointSeq && io === sb.checkpointedIoSeq ? undefined : { journalCheckpointSeq: seq, checkpointedIoSeq: io };
+      }, true);
+      this.#journal.checkpointed(journalSeq);
+    } catch (err) {
+      this.#table.restoreDirtyPages(pages);
+      this.#log?.error({ err }, 'checkpoint failed');
+      throw storeErrorFromIo(err, 'checkpoint');
+    }
+  }
+
+  /** Write the next superblock generation (serialised) and fdatasync it. */
+  #updateSuperblock(change: (sb: Superblock) => Partial<Omit<Superblock, 'generation'>> | undefined, allowWhileClosing = false): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.#closed && !allowWhileClosing) throw new StoreError(StoreErrorCode.Closed, 'the store is closed');
+      const changes = change(this.#sb);
+      if (changes === undefined) return;
+      const { superblock, offset } = nextSuperblock(this.#sb, changes);
+      const bytes = encodeSuperblock(superblock);
+      const buf = this.#pool.acquire(bytes.length);
+      try {
+        bytes.copy(buf);
+        await this.#file.write(buf, offset);
+        await this.#file.flush();
+      } catch (err) {
+        throw storeErrorFromIo(err, 'superblock write');
+      } finally {
+        this.#pool.release(buf);
+      }
+      this.#sb = superblock;
+      this.#info = infoOf(superblock, this.#highestIoSeq);
+    };
+    const p = this.#superblockChain.then(run, run);
+    this.#superblockChain = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Chunks with io_seq > sinceIoSeq, in runs (rebuild source). Chunks needing repair are left out. */
+  async *scan(sinceIoSeq: number, options: { readonly maxRunBytes?: number; readonly fromOffset?: number } = {}): AsyncIterable<ChunkRun> {
+    const chunk = this.#chunk;
+    const maxChunks = Math.max(1, Math.floor((options.maxRunBytes ?? 1 << 20) / chunk));
+    let c = Math.floor((options.fromOffset ?? 0) / chunk);
+    while (true) {
+      this.#checkOpen();
+      const { ioSeq, flags } = this.#table;
+      const total = this.#table.chunkCount;
+      while (c < total && (ioSeq[c]! <= sinceIoSeq || (flags[c]! & ChunkFlag.NeedsRepair) !== 0)) c++;
+      if (c >= total) return;
+      let end = c + 1;
+      while (end < total && end - c < maxChunks && ioSeq[end]! > sinceIoSeq && (flags[end]! & ChunkFlag.NeedsRepair) === 0) end++;
+      const count = end - c;
+      this.#enter();
+      const l = this.#lock(c, end - 1);
+      const unlock = typeof l === 'function' ? l : await l;
+      const data = Buffer.allocUnsafe(count * chunk);
+      const buf = this.#pool.acquire(count * chunk);
+      const ioSeqs = new Float64Array(count);
+      const crcs = new Uint32Array(count);
+      const zero = new Uint8Array(count);
+      try {
+        await this.#readChunks(c, count, buf, ioSeqs);
+        for (let i = 0; i < count; i++) {
+          const f = this.#table.flags[c + i]!;
+          zero[i] = (f & NO_DATA_FLAGS) !== 0 ? 1 : 0;
+          crcs[i] = zero[i] === 1 ? this.#zeroCrc : this.#table.crc[c + i]!;
+        }
+        buf.copy(data, 0, 0, count * chunk);
+      } finally {
+        this.#pool.release(buf);
+        unlock();
+        this.#leave();
+      }
+      yield { offset: c * chunk, length: count * chunk, ioSeqs, crcs, zero, data };
+      c = end;
+    }
+  }
+
+  /** Refuse new I/O, wait for what is in flight, checkpoint, close the device. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      if (this.#checkpointTimer !== undefined) clearInterval(this.#checkpointTimer);
+      if (this.#stats.inflight > 0) await new Promise<void>((resolve) => { this.#idle = resolve; });
+      try {
+        await this.#checkpointing?.catch(() => undefined);
+        await this.#checkpointNow(this.#journal.completeSeq, this.#watermark());
+      } catch (err) {
+        this.#log?.error({ err }, 'final checkpoint failed; the journal will be replayed at the next open');
+      } finally {
+        await this.#file.close();
+      }
+    })();
+    return this.#closing;
+  }
+
+  /** For tests and tools: the table entry of the chunk holding `offset`. */
+  chunkState(offset: number): { ioSeq: number; crc: number; flags: number } {
+    const c = Math.floor(offset / this.#chunk);
+    return { ioSeq: this.#table.ioSeq[c]!, crc: this.#table.crc[c]!, flags: this.#table.flags[c]! };
+  }
+
+  /** Journal statistics (tests, status). */
+  journalStats(): { blocksWritten: number; used: number; slots: number } {
+    return { blocksWritten: this.#journal.blocksWritten, used: this.#journal.used, slots: this.#journal.slots };
+  }
+}
