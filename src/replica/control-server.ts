@@ -1,0 +1,234 @@
+// The replica's gRPC control server (status, fencing epoch, resize, rebuild streaming). It knows
+// nothing of the store: the replica main wires plain async handlers, and this file owns the gRPC
+// plumbing, the error-to-status mapping and rebuild backpressure.
+import grpc from '@grpc/grpc-js';
+import {
+  codecs,
+  DEFAULT_MAX_RUN_BYTES,
+  MAX_RUN_BYTES,
+  replicaControlServiceDefinition,
+  type Decoded,
+  type RebuildRequest,
+  type ResizeRequest,
+  type SetEpochRequest,
+  type StatusReply,
+  type StatusRequest,
+} from '../protocol/replica/control-codec.js';
+import type { Logger } from '../shared/logger.js';
+import { StoreError, type ChunkRun } from './store-api.js';
+
+export interface ReplicaControlHandlers {
+  status(): Promise<StatusReply>;
+  /** Persist `epoch`; resolve with the epoch now persisted (nothing = echo the request). */
+  setEpoch(epoch: number): Promise<number | void>;
+  /**
+   * Grow to `capacityBytes`; resolve with the new capacity (nothing = echo the request). StoreError has
+   * no code for "shrink", so refuse one with ControlError('FAILED_PRECONDITION').
+   */
+  resize(capacityBytes: number): Promise<number | void>;
+  /**
+   * Chunks written after `sinceIoSeq` from `fromOffset` on, in runs of at most `maxRunBytes` (already
+   * defaulted and clamped). Refuse a foreign `volumeUuid` with ControlError('FAILED_PRECONDITION').
+   * `signal` aborts when the peer cancels; the server then stops pulling from the iterable.
+   */
+  rebuild(sinceIoSeq: number, fromOffset: number, maxRunBytes: number, volumeUuid: string, signal: AbortSignal): AsyncIterable<ChunkRun>;
+}
+
+type GrpcStatusName = Exclude<keyof typeof grpc.status, 'OK'>;
+
+/** A handler failure with an explicit gRPC status, for conditions StoreError does not name. */
+export class ControlError extends Error {
+  readonly code: GrpcStatusName;
+  constructor(code: GrpcStatusName, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ControlError';
+    this.code = code;
+  }
+}
+
+export interface GrpcStatus {
+  readonly code: grpc.status;
+  readonly details: string;
+}
+
+/** The one place handler failures become gRPC statuses. */
+export function toGrpcStatus(err: unknown): GrpcStatus {
+  const details = err instanceof Error ? err.message : String(err);
+  if (err instanceof ControlError) return { code: grpc.status[err.code], details };
+  if (err instanceof StoreError) {
+    switch (err.code) {
+      case 'ESTALE_EPOCH': return { code: grpc.status.FAILED_PRECONDITION, details };
+      case 'ERANGE':
+      case 'EINVAL':
+      case 'EALIGN': return { code: grpc.status.INVALID_ARGUMENT, details };
+      case 'EMEDIUM': return { code: grpc.status.DATA_LOSS, details };
+      case 'ENOSPC': return { code: grpc.status.RESOURCE_EXHAUSTED, details };
+      case 'ECLOSED': return { code: grpc.status.UNAVAILABLE, details };
+      case 'EIO': return { code: grpc.status.INTERNAL, details };
+    }
+  }
+  if (err instanceof Error && err.name === 'AbortError') return { code: grpc.status.CANCELLED, details };
+  return { code: grpc.status.INTERNAL, details };
+}
+
+export interface ControlServerOptions {
+  /** Default 127.0.0.1: the control plane is not meant to be exposed beyond the node. */
+  readonly host?: string;
+  /** 0 = an ephemeral port (default). */
+  readonly port?: number;
+  readonly handlers: ReplicaControlHandlers;
+  readonly logger: Logger;
+  /** Encoded rebuild bytes written but not yet flushed to HTTP/2 before the producer waits (default 4 MiB). */
+  readonly maxBufferedBytes?: number;
+  /** close(): how long graceful shutdown may take before active calls are cut (default 5 s). */
+  readonly shutdownTimeoutMs?: number;
+}
+
+export interface ControlServer {
+  /** host:port as bound, usable by createReplicaControlClient. */
+  readonly address: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+type UnaryCall<Req> = grpc.ServerUnaryCall<Decoded<Req>, Buffer>;
+
+export async function startControlServer(options: ControlServerOptions): Promise<ControlServer> {
+  const host = options.host ?? '127.0.0.1';
+  const { handlers } = options;
+  const log = options.logger.child({ component: 'replica-control' });
+  const maxBufferedBytes = options.maxBufferedBytes ?? 4 * 1024 * 1024;
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5_000;
+
+  function fail(method: string, err: unknown): grpc.ServerErrorResponse {
+    const status = toGrpcStatus(err);
+    const level = status.code === grpc.status.INTERNAL || status.code === grpc.status.DATA_LOSS ? 'error' : 'debug';
+    log[level]({ method, code: grpc.status[status.code], err }, 'control call failed');
+    return Object.assign(new Error(status.details), { code: status.code, details: status.details });
+  }
+
+  // Unary plumbing: a bad request is INVALID_ARGUMENT; everything the handler throws goes through toGrpcStatus.
+  function unary<Req>(method: string, run: (request: Req) => Promise<Buffer>): grpc.handleUnaryCall<Decoded<Req>, Buffer> {
+    return (call: UnaryCall<Req>, callback) => {
+      const decoded = call.request;
+      if (!decoded.ok) {
+        callback({ code: grpc.status.INVALID_ARGUMENT, details: decoded.error.message });
+        return;
+      }
+      run(decoded.value).then(
+        (reply) => callback(null, reply),
+        (err: unknown) => callback(fail(method, err)),
+      );
+    };
+  }
+
+  const status = unary<StatusRequest>('Status', async () => codecs.statusReply.encode(await handlers.status()));
+  const setEpoch = unary<SetEpochRequest>('SetEpoch', async ({ epoch }) => {
+    const persisted = await handlers.setEpoch(epoch);
+    return codecs.setEpochReply.encode({ epoch: persisted ?? epoch });
+  });
+  const resize = unary<ResizeRequest>('Resize', async ({ capacityBytes }) => {
+    const capacity = await handlers.resize(capacityBytes);
+    return codecs.resizeReply.encode({ capacityBytes: capacity ?? capacityBytes });
+  });
+
+  const rebuild: grpc.handleServerStreamingCall<Decoded<RebuildRequest>, Buffer> = (call) => {
+    const decoded = call.request;
+    if (!decoded.ok) {
+      call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: decoded.error.message });
+      return;
+    }
+    const req = decoded.value;
+    const maxRunBytes = req.maxRunBytes === 0 ? DEFAULT_MAX_RUN_BYTES : Math.min(req.maxRunBytes, MAX_RUN_BYTES);
+    const abort = new AbortController();
+    // Woken by write completions, 'drain' and cancellation; the producer re-checks its condition.
+    let wake: (() => void) | undefined;
+    const wakeUp = (): void => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    call.on('cancelled', () => {
+      abort.abort(new ControlError('CANCELLED', 'rebuild cancelled by peer'));
+      wakeUp();
+    });
+    call.on('drain', wakeUp);
+    let buffered = 0;
+    let runs = 0;
+    let bytesSent = 0;
+    const rlog = log.child({ rebuild: { since: req.sinceIoSeq, from: req.fromOffset, maxRunBytes } });
+    rlog.info({}, 'rebuild stream started');
+
+    const produce = async (): Promise<void> => {
+      const source = handlers.rebuild(req.sinceIoSeq, req.fromOffset, maxRunBytes, req.volumeUuid, abort.signal);
+      // for-await's early exit (break) calls the iterator's return(), so a store scan releases its resources.
+      for await (const run of source) {
+        if (abort.signal.aborted) break;
+        const bytes = codecs.chunkRun.encode({
+          offset: run.offset, length: run.length, ioSeqs: run.ioSeqs, crcs: run.crcs, zeroMask: run.zero, data: run.data,
+        });
+        buffered += bytes.length;
+        runs++;
+        bytesSent += run.length;
+        call.write(bytes, () => {
+          buffered -= bytes.length;
+          wakeUp();
+        });
+        // Backpressure: do not pull the next run while too much is queued ahead of HTTP/2 flow control.
+        while (!abort.signal.aborted && (buffered > maxBufferedBytes || call.writableNeedDrain)) {
+          await new Promise<void>((resolve) => { wake = resolve; });
+        }
+        if (abort.signal.aborted) break;
+      }
+    };
+
+    produce().then(
+      () => {
+        if (abort.signal.aborted) {
+          rlog.info({ runs, bytes: bytesSent }, 'rebuild stream cancelled');
+          return;
+        }
+        rlog.info({ runs, bytes: bytesSent }, 'rebuild stream finished');
+        call.end();
+      },
+      (err: unknown) => {
+        if (abort.signal.aborted) {
+          rlog.info({ runs, bytes: bytesSent, err }, 'rebuild stream cancelled');
+          return;
+        }
+        call.emit('error', fail('Rebuild', err));
+      },
+    );
+  };
+
+  const server = new grpc.Server();
+  server.addService(replicaControlServiceDefinition, { status, setEpoch, resize, rebuild });
+
+  const bindHost = host.includes(':') ? `[${host}]` : host;
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${bindHost}:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+      if (err) reject(err);
+      else resolve(bound);
+    });
+  });
+  const address = `${bindHost}:${port}`;
+  log.info({ address }, 'control server listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        log.warn({ shutdownTimeoutMs }, 'control server graceful shutdown timed out; forcing');
+        server.forceShutdown();
+        resolve();
+      }, shutdownTimeoutMs);
+      server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    }).then(() => log.info({ address }, 'control server closed'));
+    return closing;
+  };
+
+  return { address, port, close };
+}
