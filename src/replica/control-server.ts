@@ -57,7 +57,8 @@ export function toGrpcStatus(err: unknown): GrpcStatus {
   if (err instanceof ControlError) return { code: grpc.status[err.code], details };
   if (err instanceof StoreError) {
     switch (err.code) {
-      case 'ESTALE_EPOCH': return { code: grpc.status.FAILED_PRECONDITION, details };
+      case 'ESTALE_EPOCH':
+      case 'EUNFORMATTED': return { code: grpc.status.FAILED_PRECONDITION, details };
       case 'ERANGE':
       case 'EINVAL':
       case 'EALIGN': return { code: grpc.status.INVALID_ARGUMENT, details };

@@ -103,6 +103,8 @@ export const StoreErrorCode = {
   NoSpace: 'ENOSPC',
   Closed: 'ECLOSED',
   Invalid: 'EINVAL',
+  /** The device holds no replica superblock (format it first). */
+  Unformatted: 'EUNFORMATTED',
 } as const;
 export type StoreErrorCodeValue = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
 

@@ -360,7 +360,7 @@ export class ReplicaStore implements ReplicaStoreApi {
       } finally {
         pool.release(region);
       }
-      if (state.state === 'unformatted') throw new StoreError(StoreErrorCode.Invalid, `${path} is not formatted as a replica (format it first)`);
+      if (state.state === 'unformatted') throw new StoreError(StoreErrorCode.Unformatted, `${path} is not formatted as a replica (format it first)`);
       if (state.state === 'corrupt') throw new StoreError(StoreErrorCode.Invalid, `${path} has a damaged replica superblock: ${state.errors.join('; ')}`);
       const sb = state.superblock;
       if (state.otherSlotError !== undefined) log?.warn({ path, slotError: state.otherSlotError }, 'one superblock copy is unreadable; using the other');

@@ -2,8 +2,10 @@
 // Pure: no I/O, no process.exit, so every flag and every error message is unit-testable;
 // main.ts decides what to print and how to exit.
 import { parseArgs } from 'node:util';
-import { isIP } from 'node:net';
 import { resolve } from 'node:path';
+import { parseHostPort, parseSize } from '../shared/cli-values.js';
+
+export { parseSize };
 
 export interface ChapCredentials {
   readonly user: string;
@@ -27,6 +29,12 @@ export interface TargetConfig {
   /** Idle seconds before a NOP-In ping (0 = no pings), and seconds to wait for its answer. */
   readonly nopInIntervalS: number;
   readonly nopInTimeoutS: number;
+  /** Where replicas dial in (cStor's replica-management port; port 0 = any free port). */
+  readonly replicaPort: { readonly host: string; readonly port: number };
+  /** Seconds before a replica process that exited is started again. */
+  readonly restartDelayS: number;
+  /** Seconds I/O waits for a replica before failing with CHECK CONDITION. */
+  readonly replicaHoldS: number;
 }
 
 /**
@@ -43,6 +51,9 @@ export const DEFAULT_SIZE = '1GiB';
 export const DEFAULT_IQN = 'iqn.2016-09.com.openebs.cstor:vol1';
 export const DEFAULT_NOP_IN_INTERVAL_S = 5;
 export const DEFAULT_NOP_IN_TIMEOUT_S = 30;
+export const DEFAULT_REPLICA_PORT = '127.0.0.1:6060';
+export const DEFAULT_RESTART_DELAY_S = 2;
+export const DEFAULT_REPLICA_HOLD_S = 30;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const MIN_SIZE = 1n << 20n;
@@ -75,8 +86,13 @@ export const TARGET_USAGE = `usage: cstor-target [options]
   --log-level LEVEL          ${LOG_LEVELS.join('|')} (default: env LOG_LEVEL or info)
   --nop-in-interval SEC      ping an idle initiator with NOP-In after SEC seconds (default ${DEFAULT_NOP_IN_INTERVAL_S}; 0 = never)
   --nop-in-timeout SEC       drop a connection whose ping goes unanswered for SEC seconds (default ${DEFAULT_NOP_IN_TIMEOUT_S})
+  --replica-port HOST:PORT   where replica processes dial in (default ${DEFAULT_REPLICA_PORT}; port 0 = any)
+  --restart-delay SEC        restart a replica process that exited after SEC seconds (default ${DEFAULT_RESTART_DELAY_S})
+  --replica-hold SEC         I/O waits this long for a replica to (re)connect before failing (default ${DEFAULT_REPLICA_HOLD_S})
   --help                     print this text
 
+The volume's data lives in a replica process on <data-dir>/replica-1.img; its line is printed as
+  replica r1 pid <PID>
 When listening, one line is printed to stdout: ready iqn=<IQN> portal=<HOST>:<PORT>
 Logs (JSON) go to stderr.`;
 
@@ -94,6 +110,9 @@ const OPTIONS = {
   'log-level': { type: 'string' },
   'nop-in-interval': { type: 'string' },
   'nop-in-timeout': { type: 'string' },
+  'replica-port': { type: 'string' },
+  'restart-delay': { type: 'string' },
+  'replica-hold': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -182,7 +201,7 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       return { ok: false, error: `${flag}: '${logLevel}' is not a log level (use ${LOG_LEVELS.join(', ')})` };
     }
 
-    const seconds = (flag: 'nop-in-interval' | 'nop-in-timeout', fallback: number, min: number): number => {
+    const seconds = (flag: 'nop-in-interval' | 'nop-in-timeout' | 'restart-delay' | 'replica-hold', fallback: number, min: number): number => {
       const raw = values[flag];
       if (raw === undefined) return fallback;
       if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > 3600) {
@@ -192,6 +211,10 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
     };
     const nopInIntervalS = seconds('nop-in-interval', DEFAULT_NOP_IN_INTERVAL_S, 0);
     const nopInTimeoutS = seconds('nop-in-timeout', DEFAULT_NOP_IN_TIMEOUT_S, 1);
+    const restartDelayS = seconds('restart-delay', DEFAULT_RESTART_DELAY_S, 0);
+    const replicaHoldS = seconds('replica-hold', DEFAULT_REPLICA_HOLD_S, 1);
+    const replicaPort = parseHostPort(values['replica-port'] ?? DEFAULT_REPLICA_PORT, 6060);
+    if (typeof replicaPort === 'string') fail('replica-port', replicaPort);
 
     const config: TargetConfig = {
       portal,
@@ -205,6 +228,9 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       logLevel,
       nopInIntervalS,
       nopInTimeoutS,
+      replicaPort,
+      restartDelayS,
+      replicaHoldS,
     };
     return { ok: true, config };
   } catch (err) {
@@ -214,47 +240,9 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
 }
 
 function parsePortal(raw: string): { host: string; port: number } {
-  let host: string;
-  let portText: string | undefined;
-  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(raw);
-  if (bracketed !== null) {
-    host = bracketed[1] ?? '';
-    portText = bracketed[2];
-    if (isIP(host) !== 6) fail('portal', `'${raw}': '${host}' is not an IPv6 address`);
-  } else {
-    const colon = raw.lastIndexOf(':');
-    if (colon >= 0 && raw.indexOf(':') !== colon) {
-      fail('portal', `'${raw}': write IPv6 addresses in brackets, e.g. [::1]:3260`);
-    }
-    host = colon >= 0 ? raw.slice(0, colon) : raw;
-    portText = colon >= 0 ? raw.slice(colon + 1) : undefined;
-    if (host === '') fail('portal', `'${raw}' has no host (use HOST:PORT, e.g. 127.0.0.1:3260)`);
-    if (isIP(host) === 0 && !isHostname(host)) fail('portal', `'${raw}': '${host}' is not a host name or address`);
-  }
-  // RFC 7143 §13.4: the well-known iSCSI port when none is given.
-  if (portText === undefined) return { host, port: 3260 };
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
-    fail('portal', `'${raw}': '${portText}' is not a port (0..65535)`);
-  }
-  return { host, port: Number(portText) };
-}
-
-function isHostname(host: string): boolean {
-  if (host.length > 253) return false;
-  return host.split('.').every(label => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));
-}
-
-const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
-
-/** Bytes, or K/M/G/T with an optional B/iB suffix; all multipliers are binary (as qemu-img does). */
-export function parseSize(raw: string): bigint | undefined {
-  const m = /^(\d+)\s*(?:([KMGTkmgt])(?:i?[Bb])?|[Bb])?$/.exec(raw.trim());
-  if (m === null || m[1] === undefined) return undefined;
-  // Guard BigInt() against absurd digit strings before multiplying.
-  if (m[1].length > 30) return undefined;
-  const unit = SIZE_UNITS[(m[2] ?? '').toUpperCase()];
-  if (unit === undefined) return undefined;
-  return BigInt(m[1]) * unit;
+  const parsed = parseHostPort(raw, 3260);
+  if (typeof parsed === 'string') fail('portal', parsed);
+  return parsed;
 }
 
 function chapPair(

@@ -135,6 +135,7 @@ t.test('resize: grow, shrink refused, misaligned refused', async (t) => {
 t.test('handler errors map to gRPC codes in one place', async (t) => {
   const expected: Record<StoreErrorCodeValue, grpc.status> = {
     ESTALE_EPOCH: grpc.status.FAILED_PRECONDITION,
+    EUNFORMATTED: grpc.status.FAILED_PRECONDITION,
     ERANGE: grpc.status.INVALID_ARGUMENT,
     EINVAL: grpc.status.INVALID_ARGUMENT,
     EALIGN: grpc.status.INVALID_ARGUMENT,

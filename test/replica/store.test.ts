@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { formatStore, ReplicaStore } from '../../src/replica/store.js';
 import { StoreError } from '../../src/replica/store-api.js';
 import { ChunkFlag } from '../../src/replica/metadata-table.js';
-import { checkPatternBlock, fillPattern, PATTERN_BLOCK } from '../fixtures/store-pattern.js';
+import { checkPatternBlock, PATTERN_BLOCK } from '../fixtures/store-pattern.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'store-test-'));
@@ -44,7 +44,8 @@ t.test('format refuses what it must not touch', async (t) => {
   await t.rejects(ReplicaStore.open(path, { volumeUuid: '11111111-2222-3333-4444-555555555555' }), /belongs to volume vol1/);
   await t.rejects(ReplicaStore.open(path, { replicaId: 'r2' }), /holds replica 'r1'.*not replica 'r2'/);
   const blank = join(dir, 'blank.img');
-  truncateSync(openSync(blank, 'w') && blank, 64 * MiB);
+  closeSync(openSync(blank, 'w'));
+  truncateSync(blank, 64 * MiB);
   await t.rejects(ReplicaStore.open(blank), /not formatted/);
   // A damaged superblock is neither reformatted by accident nor opened.
   const damaged = await fresh();

@@ -215,12 +215,16 @@ t.test('--log-level', async t => {
 t.test('everything together', async t => {
   const c = ok(['--portal', '127.0.0.1:0', '--data-dir', '/tmp/d', '--size', '64MiB', '--block-size', '4096',
     '--iqn', 'iqn.2025-01.org.example:disk0', '--chap-user', 'u', '--chap-secret', SECRET, '--mutual-chap-user', 't',
-    '--mutual-chap-secret', SECRET2, '--allow-initiator', 'iqn.2005-03.org.open-iscsi:vm', '--log-level', 'debug']);
+    '--mutual-chap-secret', SECRET2, '--allow-initiator', 'iqn.2005-03.org.open-iscsi:vm', '--log-level', 'debug',
+    '--replica-port', '127.0.0.1:0', '--restart-delay', '0', '--replica-hold', '5']);
   t.same(c, {
     portal: { host: '127.0.0.1', port: 0 }, dataDir: '/tmp/d', sizeBytes: 64n << 20n, blockSize: 4096,
     iqn: 'iqn.2025-01.org.example:disk0', chap: { user: 'u', secret: SECRET }, mutualChap: { user: 't', secret: SECRET2 },
     allowInitiators: ['iqn.2005-03.org.open-iscsi:vm'], logLevel: 'debug', nopInIntervalS: 5, nopInTimeoutS: 30,
+    replicaPort: { host: '127.0.0.1', port: 0 }, restartDelayS: 0, replicaHoldS: 5,
   });
+  t.equal(err(['--replica-port', '127.0.0.1:99999']), "--replica-port: '127.0.0.1:99999': '99999' is not a port (0..65535)");
+  t.equal(err(['--replica-hold', '0']), "--replica-hold: '0' is not a whole number of seconds from 1 to 3600");
 });
 
 t.test('NOP-In ping flags', async t => {

@@ -4,8 +4,8 @@
 // process knows to be deallocated: ranges unmapped since open, plus a new file or a grown tail (sparse);
 // everything else reads as mapped. A native O_DIRECT store replaces this later.
 // State (persistent reservations) lives in `<path>.state/<key>`, replaced atomically.
-import { open, mkdir, readFile, rename, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { StateDir } from './state-dir.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 
 export interface FileBlockDeviceOptions {
@@ -91,7 +91,6 @@ export class ExtentSet {
     return { blocks: Number(next - lba), mapped: true };
   }
 }
-const STATE_KEY = /^[A-Za-z0-9._-]{1,64}$/;
 
 function errno(e: unknown): string | undefined {
   return typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : undefined;
@@ -162,12 +161,15 @@ export class FileBlockDevice implements BlockDevice {
     }
   }
 
+  readonly #state: StateDir;
+
   private constructor(path: string, fh: FileHandle, options: FileBlockDeviceOptions, blockCount: bigint) {
     this.path = path;
     this.#fh = fh;
     this.blockSize = options.blockSize;
     this.writeCache = options.writeCache ?? true;
     this.#blockCount = blockCount;
+    this.#state = new StateDir(`${path}.state`);
   }
 
   get blockCount(): bigint {
@@ -258,40 +260,12 @@ export class FileBlockDevice implements BlockDevice {
     return () => this.#listeners.delete(listener);
   }
 
-  #statePath(key: string): string {
-    if (!STATE_KEY.test(key)) throw new RangeError(`invalid state key ${JSON.stringify(key)}`);
-    return join(`${this.path}.state`, key);
+  loadState(key: string): Promise<Buffer | undefined> {
+    return this.#state.load(key);
   }
 
-  async loadState(key: string): Promise<Buffer | undefined> {
-    try {
-      return await readFile(this.#statePath(key));
-    } catch (e) {
-      if (errno(e) === 'ENOENT') return undefined;
-      throw e;
-    }
-  }
-
-  /** Atomic replace: write a temporary file, fsync it, rename over the old one, fsync the directory. */
-  async saveState(key: string, value: Buffer): Promise<void> {
-    const target = this.#statePath(key);
-    const dir = dirname(target);
-    await mkdir(dir, { recursive: true });
-    const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(value);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, target);
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
+  saveState(key: string, value: Buffer): Promise<void> {
+    return this.#state.save(key, value);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+// `cstor-replica`: one replica of a volume. Opens (or with --format initialises) the store, starts
+// the gRPC control service, then dials the target's replica port and serves I/O on it. Prints
+// `ready replica=<id> pid=<pid> control=<host:port>` on stdout once serving; pino JSON on stderr.
+//
+// Direction: the replica dials the target (the cStor model). A replica knows where its target is
+// (a Kubernetes Service), while the target would otherwise have to discover every replica; and a
+// replica restarted elsewhere simply reconnects.
+
+import { existsSync } from 'node:fs';
+import { parseReplicaConfig, type ReplicaConfig } from './config.js';
+import { createRootLogger, type Logger } from '../shared/logger.js';
+import { formatStore, ReplicaStore } from './store.js';
+import { StoreError, StoreErrorCode } from './store-api.js';
+import { ControlError, startControlServer, type ControlServer } from './control-server.js';
+import { TargetLink } from './target-link.js';
+
+export interface RunningReplica {
+  readonly store: ReplicaStore;
+  readonly control: ControlServer;
+  readonly link: TargetLink;
+  stop(): Promise<void>;
+}
+
+/** Open the replica's store, formatting it first when asked and the device holds no replica. */
+export async function openStore(config: ReplicaConfig, logger: Logger): Promise<ReplicaStore> {
+  const identity = {
+    volumeName: config.volumeName,
+    replicaId: config.replicaId,
+    ...(config.volumeUuid !== undefined ? { volumeUuid: config.volumeUuid } : {}),
+    logger,
+  };
+  const format = config.format;
+  if (format !== undefined && format.force) {
+    // --force: format unconditionally unless it already is exactly this replica.
+    const existing = await ReplicaStore.open(config.device, identity).catch(() => undefined);
+    if (existing !== undefined) return existing;
+  }
+  if (format !== undefined && !existsSync(config.device)) {
+    await formatStore(config.device, { ...format, volumeName: config.volumeName, volumeUuid: config.volumeUuid!, replicaId: config.replicaId });
+    logger.info({ device: config.device, capacityBytes: format.capacityBytes }, 'formatted a new replica file');
+    return ReplicaStore.open(config.device, identity);
+  }
+  try {
+    return await ReplicaStore.open(config.device, identity);
+  } catch (err) {
+    if (format === undefined || !(err instanceof StoreError) || (err.code !== StoreErrorCode.Unformatted && !format.force)) throw err;
+    await formatStore(config.device, { ...format, volumeName: config.volumeName, volumeUuid: config.volumeUuid!, replicaId: config.replicaId });
+    logger.info({ device: config.device, capacityBytes: format.capacityBytes }, 'formatted the device');
+    return ReplicaStore.open(config.device, identity);
+  }
+}
+
+export async function startReplica(config: ReplicaConfig, logger: Logger): Promise<RunningReplica> {
+  const started = Date.now();
+  const store = await openStore(config, logger.child({ component: 'store' }));
+  let link: TargetLink | undefined;
+  let control: ControlServer;
+  try {
+    control = await startControlServer({
+      host: config.control.host,
+      port: config.control.port,
+      logger: logger.child({ component: 'control' }),
+      handlers: {
+        status: async () => {
+          const s = store.stats();
+          const responder = link?.responder?.counters();
+          const info = store.info;
+          return {
+            volumeName: info.volumeName,
+            volumeUuid: info.volumeUuid,
+            replicaId: info.replicaId,
+            state: 'ready',
+            epoch: info.epoch,
+            checkpointedIoSeq: info.checkpointedIoSeq,
+            highestIoSeq: info.highestIoSeq,
+            capacityBytes: info.capacityBytes,
+            blockSize: info.blockSize,
+            chunkSize: info.chunkSize,
+            uptimeSeconds: (Date.now() - started) / 1000,
+            pid: process.pid,
+            counters: {
+              ...s,
+              // Refused as malformed or not allowed on this connection (media and I/O errors are not bad frames).
+              badFrames: responder === undefined ? 0 : responder.framingErrors + responder.responses.BadPayloadCrc
+                + responder.responses.UnknownOpcode + responder.responses.Misaligned + responder.responses.OutOfRange
+                + responder.responses.StaleEpoch + responder.responses.Invalid,
+            },
+            dataConnected: link?.state === 'connected',
+          };
+        },
+        setEpoch: async (epoch) => {
+          await store.setEpoch(epoch);
+          return store.info.epoch;
+        },
+        resize: async (capacityBytes) => {
+          if (capacityBytes < store.info.capacityBytes) {
+            throw new ControlError('FAILED_PRECONDITION', `shrinking from ${store.info.capacityBytes} to ${capacityBytes} bytes is refused`);
+          }
+          await store.resize(capacityBytes);
+          return store.info.capacityBytes;
+        },
+        rebuild: (sinceIoSeq, fromOffset, maxRunBytes, volumeUuid) => {
+          if (volumeUuid !== store.info.volumeUuid) {
+            throw new ControlError('FAILED_PRECONDITION', `this replica belongs to volume ${store.info.volumeUuid}, not ${volumeUuid}`);
+          }
+          return store.scan(sinceIoSeq, { fromOffset, maxRunBytes });
+        },
+      },
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  link = new TargetLink({
+    host: config.target.host,
+    port: config.target.port,
+    store,
+    controlAddress: control.address,
+    logger: logger.child({ component: 'target-link' }),
+  });
+  link.start();
+  let stopping: Promise<void> | undefined;
+  const running: RunningReplica = {
+    store,
+    control,
+    link,
+    stop: () => {
+      stopping ??= (async () => {
+        await link.stop();
+        await control.close();
+        await store.close();
+      })();
+      return stopping;
+    },
+  };
+  return running;
+}
+
+async function main(): Promise<void> {
+  const parsed = parseReplicaConfig(process.argv.slice(2), process.env);
+  if (!parsed.ok) {
+    if (parsed.help) {
+      process.stdout.write(`${parsed.error}\n`);
+      process.exit(0);
+    }
+    process.stderr.write(`cstor-replica: ${parsed.error}\n`);
+    process.exit(64);
+  }
+  const config = parsed.config;
+  const logger = createRootLogger({ level: config.logLevel, destination: 2 }).child({ replica: config.replicaId });
+  // Crash-only: an unexpected exception may have left in-memory state inconsistent with the device.
+  // Exit and let the supervisor restart; the journal makes the restart consistent.
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception; exiting');
+    process.exit(70);
+  });
+  process.on('unhandledRejection', (err) => {
+    logger.fatal({ err }, 'unhandled rejection; exiting');
+    process.exit(70);
+  });
+  let replica: RunningReplica;
+  try {
+    replica = await startReplica(config, logger);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`cstor-replica: cannot start: ${message}\n`);
+    logger.fatal({ err }, 'start failed');
+    process.exit(1);
+  }
+  process.stdout.write(`ready replica=${config.replicaId} pid=${process.pid} control=${replica.control.address} device=${config.device}\n`);
+  logger.info({ device: config.device, control: replica.control.address, target: `${config.target.host}:${config.target.port}`,
+    ...replica.store.info, recovery: replica.store.recovery }, 'replica ready');
+  const shutdown = (signal: string): void => {
+    logger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => { logger.error('shutdown timed out'); process.exit(1); }, 15_000);
+    force.unref();
+    replica.stop().then(() => process.exit(0), (err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exit(1); });
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  void main();
+}

@@ -1,0 +1,49 @@
+// Parsing of command-line values shared by the target and replica commands. Pure.
+import { isIP } from 'node:net';
+
+/**
+ * HOST, HOST:PORT or [IPv6]:PORT. Returns the address, or a message naming the problem.
+ * RFC 7143 §13.4: the target uses the well-known iSCSI port when none is given; callers pass theirs.
+ */
+export function parseHostPort(raw: string, defaultPort: number): { host: string; port: number } | string {
+  let host: string;
+  let portText: string | undefined;
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(raw);
+  if (bracketed !== null) {
+    host = bracketed[1] ?? '';
+    portText = bracketed[2];
+    if (isIP(host) !== 6) return `'${raw}': '${host}' is not an IPv6 address`;
+  } else {
+    const colon = raw.lastIndexOf(':');
+    if (colon >= 0 && raw.indexOf(':') !== colon) {
+      return `'${raw}': write IPv6 addresses in brackets, e.g. [::1]:${defaultPort}`;
+    }
+    host = colon >= 0 ? raw.slice(0, colon) : raw;
+    portText = colon >= 0 ? raw.slice(colon + 1) : undefined;
+    if (host === '') return `'${raw}' has no host (use HOST:PORT, e.g. 127.0.0.1:${defaultPort})`;
+    if (isIP(host) === 0 && !isHostname(host)) return `'${raw}': '${host}' is not a host name or address`;
+  }
+  if (portText === undefined) return { host, port: defaultPort };
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+    return `'${raw}': '${portText}' is not a port (0..65535)`;
+  }
+  return { host, port: Number(portText) };
+}
+
+function isHostname(host: string): boolean {
+  if (host.length > 253) return false;
+  return host.split('.').every(label => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));
+}
+
+const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
+
+/** Bytes, or K/M/G/T with an optional B/iB suffix; all multipliers are binary (as qemu-img does). */
+export function parseSize(raw: string): bigint | undefined {
+  const m = /^(\d+)\s*(?:([KMGTkmgt])(?:i?[Bb])?|[Bb])?$/.exec(raw.trim());
+  if (m === null || m[1] === undefined) return undefined;
+  // Guard BigInt() against absurd digit strings before multiplying.
+  if (m[1].length > 30) return undefined;
+  const unit = SIZE_UNITS[(m[2] ?? '').toUpperCase()];
+  if (unit === undefined) return undefined;
+  return BigInt(m[1]) * unit;
+}
