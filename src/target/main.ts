@@ -1,12 +1,17 @@
 #!/usr/bin/env node
-// `npm start`: one LUN backed by a sparse file in --data-dir, served over iSCSI on --portal.
+// `npm start`: one LUN whose data lives in a replica process (a sparse file in --data-dir), served
+// over iSCSI on --portal. Prints `replica <id> pid <pid>` for each replica process it starts.
 // Prints one line `ready iqn=<IQN> portal=<host>:<port>` on stdout when it accepts connections;
 // pino JSON logs go to stderr.
 
 import { join } from 'node:path';
 import { parseTargetConfig, type TargetConfig } from './config.js';
 import { createRootLogger, type Logger } from '../shared/logger.js';
-import { FileBlockDevice } from './volume/file-device.js';
+import { StateDir } from './volume/state-dir.js';
+import { ReplicaListener } from './volume/replica-listener.js';
+import { ReplicaSupervisor } from './volume/replica-supervisor.js';
+import { ReplicaVolume } from './volume/replica-volume.js';
+import type { ReplicaConnection } from './volume/replica-connection.js';
 import { loadOrCreateIdentity } from './volume/volume-identity.js';
 import { ScsiTargetDevice } from './scsi/scsi-target.js';
 import { TargetNode } from './iscsi/target-node.js';
@@ -19,12 +24,104 @@ export interface RunningTarget {
   stop(): Promise<void>;
 }
 
-export async function startTarget(config: TargetConfig, logger: Logger): Promise<RunningTarget> {
+/** A replica's process id, printed as `replica <id> pid <pid>` (supervision output). */
+export type ReplicaStartListener = (id: string, pid: number) => void;
+
+const FIRST_REPLICA_TIMEOUT_MS = 60_000;
+
+/** The volume name replicas record: the part of the IQN after the last ':' (cStor: the PV name). */
+function volumeNameOf(iqn: string): string {
+  const name = iqn.slice(iqn.lastIndexOf(':') + 1);
+  return name.length > 0 && Buffer.byteLength(name) <= 255 ? name : 'volume';
+}
+
+export async function startTarget(config: TargetConfig, logger: Logger, onReplicaStart?: ReplicaStartListener): Promise<RunningTarget> {
   const identity = await loadOrCreateIdentity(config.dataDir);
-  const device = await FileBlockDevice.open(join(config.dataDir, 'lun0.img'), {
-    size: config.sizeBytes,
-    blockSize: config.blockSize,
+  const state = new StateDir(join(config.dataDir, 'state'));
+  const volumeName = volumeNameOf(config.iqn);
+  const replicaIds = ['r1'];
+  let volume: ReplicaVolume | undefined;
+  let epoch = 0;
+  let firstConnection: ((c: ReplicaConnection) => void) | undefined;
+  const first = new Promise<ReplicaConnection>((resolve) => { firstConnection = resolve; });
+  const listener = new ReplicaListener({
+    logger: logger.child({ component: 'replicas' }),
+    accept: (hello) => {
+      if (hello.volumeUuid !== identity.uuid) {
+        return { ok: false, reason: `replica ${hello.replicaId} belongs to volume ${hello.volumeUuid}, this target serves ${identity.uuid}` };
+      }
+      if (!replicaIds.includes(hello.replicaId)) return { ok: false, reason: `unknown replica id '${hello.replicaId}'` };
+      if (volume !== undefined && hello.epoch > epoch) {
+        return { ok: false, reason: `replica has seen epoch ${hello.epoch}, newer than this target's ${epoch}: another target took over` };
+      }
+      return volume !== undefined ? { ok: true, epoch } : { ok: true };
+    },
+    onConnection: (connection) => {
+      if (volume === undefined) {
+        firstConnection?.(connection);
+        return;
+      }
+      try {
+        volume.attach(connection);
+        logger.info({ replica: connection.hello.replicaId }, 'replica connected');
+      } catch (err) {
+        logger.error({ err, replica: connection.hello.replicaId }, 'replica refused');
+        void connection.close();
+      }
+    },
   });
+  const replicaAddress = await listener.listen(config.replicaPort.host, config.replicaPort.port);
+  const supervisor = new ReplicaSupervisor({
+    logger: logger.child({ component: 'supervisor' }),
+    restartDelayMs: config.restartDelayS * 1000,
+    ...(onReplicaStart !== undefined ? { onStart: onReplicaStart } : {}),
+  });
+  const stopReplicas = async (): Promise<void> => {
+    await supervisor.stop();
+    await listener.close();
+  };
+  try {
+    for (const [i, id] of replicaIds.entries()) {
+      const device = join(config.dataDir, `replica-${i + 1}.img`);
+      supervisor.start({
+        id,
+        device,
+        args: [
+          '--device', device, '--volume', volumeName, '--volume-uuid', identity.uuid, '--replica-id', id,
+          '--target', `${replicaAddress.host.includes(':') ? `[${replicaAddress.host}]` : replicaAddress.host}:${replicaAddress.port}`,
+          '--format', '--size', String(config.sizeBytes), '--block-size', String(config.blockSize),
+          '--log-level', config.logLevel,
+        ],
+      });
+    }
+    const connection = await Promise.race([
+      first,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no replica connected within ${FIRST_REPLICA_TIMEOUT_MS / 1000} s`)), FIRST_REPLICA_TIMEOUT_MS).unref()),
+    ]);
+    // Fencing: every target start takes an epoch above any it or its replicas have seen.
+    const saved = Number((await state.load('epoch'))?.toString() ?? '0') || 0;
+    epoch = Math.max(saved, connection.hello.epoch) + 1;
+    await state.save('epoch', Buffer.from(String(epoch)));
+    const hello = connection.hello;
+    if (BigInt(hello.capacityBytes) !== config.sizeBytes) {
+      logger.warn({ replicaBytes: hello.capacityBytes, requestedBytes: config.sizeBytes.toString() },
+        'the replica was formatted with another size; serving the replica\'s capacity');
+    }
+    volume = new ReplicaVolume({
+      blockSize: hello.blockSize,
+      capacityBytes: hello.capacityBytes,
+      epoch,
+      state,
+      holdMs: config.replicaHoldS * 1000,
+      logger: logger.child({ component: 'volume' }),
+    });
+    volume.attach(connection);
+    logger.info({ replica: hello.replicaId, epoch }, 'replica connected');
+  } catch (err) {
+    await stopReplicas();
+    throw err;
+  }
+  const device = volume;
   const scsi = await ScsiTargetDevice.create({
     device,
     serial: identity.uuid.replace(/-/g, ''),
@@ -56,6 +153,7 @@ export async function startTarget(config: TargetConfig, logger: Logger): Promise
         await portal.close();
         await scsi.close();
         await device.close();
+        await stopReplicas();
       })();
       return stopping;
     },
@@ -76,7 +174,7 @@ async function main(): Promise<void> {
   const logger = createRootLogger({ level: config.logLevel, destination: 2 });
   let target: RunningTarget;
   try {
-    target = await startTarget(config, logger);
+    target = await startTarget(config, logger, (id, pid) => process.stdout.write(`replica ${id} pid ${pid}\n`));
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = e.code === 'EADDRINUSE' ? ` (--portal ${config.portal.host}:${config.portal.port} is already in use)`
