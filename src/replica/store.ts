@@ -363,7 +363,7 @@ export class ReplicaStore implements ReplicaStoreApi {
       if (state.state === 'unformatted') throw new StoreError(StoreErrorCode.Unformatted, `${path} is not formatted as a replica (format it first)`);
       if (state.state === 'corrupt') throw new StoreError(StoreErrorCode.Invalid, `${path} has a damaged replica superblock: ${state.errors.join('; ')}`);
       const sb = state.superblock;
-      if (state.otherSlotError !== undefined) log?.warn({ path, slotError: state.otherSlotError }, 'one superblock copy is unreadable; using the other');
+      if (state.otherSlotError !== undefined && !(state.otherSlotError === 'ESB_NO_MAGIC' && sb.generation === 1n)) log?.warn({ path, slotError: state.otherSlotError }, 'one superblock copy is unreadable; using the other');
       checkIdentity(sb, options, path);
       checkGeometry(file, sb.metadataChunkSize, path);
       const needed = Number(sb.dataOffset + sb.capacityBytes);

@@ -6,6 +6,9 @@ import { ReplicaIoError, ReplicaStatus } from '../../protocol/replica/frame.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
 
+/** Largest single request to a replica (its responder refuses more than 16 MiB). */
+const MAX_REQUEST_BYTES = 4 << 20;
+
 export interface ReplicaBlockDeviceOptions {
   readonly connection: ReplicaConnection;
   /** The target's epoch, stamped on every request (fencing). */
@@ -46,8 +49,10 @@ export class ReplicaBlockDevice implements BlockDevice {
     const offset = this.#offset(lba, blocks);
     const length = blocks * this.blockSize;
     try {
-      const { data } = await this.#conn.read(offset, length, this.#epoch);
-      data.copy(into, 0, 0, length);
+      await this.#pieces(length, async (at, n) => {
+        const { data } = await this.#conn.read(offset + at, n, this.#epoch);
+        data.copy(into, at, 0, n);
+      });
     } catch (err) {
       throw this.#map(err);
     }
@@ -56,12 +61,26 @@ export class ReplicaBlockDevice implements BlockDevice {
   async write(lba: bigint, data: Buffer, options?: BlockDeviceWriteOptions): Promise<void> {
     if (data.length === 0) return;
     const offset = this.#offset(lba, data.length / this.blockSize);
-    const ioSeq = this.#takeIoSeq();
+    const fua = options?.fua === true;
     try {
-      await this.#conn.write(offset, data, { epoch: this.#epoch, ioSeq, fua: options?.fua === true });
+      await this.#pieces(data.length, (at, n) =>
+        this.#conn.write(offset + at, data.subarray(at, at + n), { epoch: this.#epoch, ioSeq: this.#takeIoSeq(), fua }));
     } catch (err) {
       throw this.#map(err);
     }
+  }
+
+  /** Large requests go to the replica in bounded pieces, all in flight at once. */
+  async #pieces(length: number, op: (at: number, n: number) => Promise<unknown>): Promise<void> {
+    if (length <= MAX_REQUEST_BYTES) {
+      await op(0, length);
+      return;
+    }
+    const ops: Promise<unknown>[] = [];
+    for (let at = 0; at < length; at += MAX_REQUEST_BYTES) ops.push(op(at, Math.min(MAX_REQUEST_BYTES, length - at)));
+    // Every piece settles before the caller may reuse its buffer.
+    const results = await Promise.allSettled(ops);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
 
   async flush(): Promise<void> {
@@ -76,7 +95,7 @@ export class ReplicaBlockDevice implements BlockDevice {
     if (blocks === 0) return;
     const offset = this.#offset(lba, blocks);
     try {
-      await this.#conn.unmap(offset, blocks * this.blockSize, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() });
+      await this.#pieces(blocks * this.blockSize, (at, n) => this.#conn.unmap(offset + at, n, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() }));
     } catch (err) {
       throw this.#map(err);
     }
@@ -86,7 +105,7 @@ export class ReplicaBlockDevice implements BlockDevice {
     if (blocks === 0) return;
     const offset = this.#offset(lba, blocks);
     try {
-      await this.#conn.writeZeroes(offset, blocks * this.blockSize, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() });
+      await this.#pieces(blocks * this.blockSize, (at, n) => this.#conn.writeZeroes(offset + at, n, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() }));
     } catch (err) {
       throw this.#map(err);
     }
