@@ -6,6 +6,11 @@
 // Writes of one event-loop turn share a block (group commit), so at queue depth 32 the journal
 // costs a small fraction of an extra device write per data write.
 //
+// Small writes also put their data in the journal (data journaling, like ZFS's ZIL for small
+// blocks): the data blocks follow the header block that names them, in one sequential write, so
+// the write is safe — and acknowledged — after a single device write; the copy in place follows
+// in the background. Recovery replays such records from the journal (their data's CRC must match).
+//
 // Space: a block may be overwritten only once the superblock's journal checkpoint covers it, i.e.
 // the metadata table pages for all of its entries are on disk. The writer never gets further than
 // `slots` blocks ahead of the checkpoint and asks for a checkpoint when half the ring is in use.
@@ -15,6 +20,8 @@
 //   record ≤ it had all its data written when this block was built)   24  io_seq watermark u64
 //   32  entry count u32   36  volume tag u32   40..63 zero   64  entries, 32 bytes each:
 //   0 chunk u64 · 8 new io_seq+flags u64 · 16 new CRC u32 · 20 previous io_seq+flags u64 · 28 previous CRC u32
+//   (new flags bit 0x80: the chunk's data follows in the journal; the k-th such entry of a header
+//   block at seq h has its data at seq h + 1 + k * blocksPerChunk)
 
 import { crc32c } from '../protocol/iscsi/digest.js';
 import type { BlockFile } from './native.js';
@@ -26,6 +33,7 @@ const ENTRY_BYTES = 32;
 export const ENTRIES_PER_BLOCK = (JOURNAL_BLOCK_BYTES - HEADER_BYTES) / ENTRY_BYTES;
 const MAGIC = 0x314e524a; // "JRN1"
 const TWO32 = 0x1_0000_0000;
+const DATA_IN_JOURNAL = 0x80;
 
 export interface JournalEntry {
   readonly chunk: number;
@@ -35,13 +43,21 @@ export interface JournalEntry {
   readonly prevSeq: number;
   readonly prevCrc: number;
   readonly prevFlags: number;
+  /** Data journaling: the chunk's new data (chunk-sized), written into the journal after the header. */
+  readonly data?: Buffer;
+}
+
+/** A decoded entry: where its data is, when it was journaled. */
+export interface DecodedJournalEntry extends Omit<JournalEntry, 'data'> {
+  /** Seq of the first journal block holding this entry's data, if the data was journaled. */
+  readonly dataSeq?: number;
 }
 
 export interface JournalBlock {
   readonly seq: number;
   readonly completeSeq: number;
   readonly ioSeqWatermark: number;
-  readonly entries: JournalEntry[];
+  readonly entries: readonly (JournalEntry | DecodedJournalEntry)[];
 }
 
 function putU64(b: Buffer, at: number, v: number, topByte = 0): void {
@@ -66,7 +82,7 @@ export function encodeJournalBlock(out: Buffer, at: number, block: JournalBlock,
   let p = HEADER_BYTES;
   for (const e of block.entries) {
     putU64(b, p, e.chunk);
-    putU64(b, p + 8, e.newSeq, e.newFlags);
+    putU64(b, p + 8, e.newSeq, e.newFlags | ('data' in e && e.data !== undefined ? DATA_IN_JOURNAL : 0));
     b.writeUInt32LE(e.newCrc >>> 0, p + 16);
     putU64(b, p + 20, e.prevSeq, e.prevFlags);
     b.writeUInt32LE(e.prevCrc >>> 0, p + 28);
@@ -76,37 +92,52 @@ export function encodeJournalBlock(out: Buffer, at: number, block: JournalBlock,
   b.writeUInt32LE(crc32c(b.subarray(8)), 4);
 }
 
-/** Decode a journal block; undefined when it is not a valid block of this volume (never written, torn, stale format). */
-export function decodeJournalBlock(b: Buffer, volumeTag: number): JournalBlock | undefined {
+/**
+ * Decode a journal block; undefined when it is not a valid block of this volume (never written,
+ * torn, stale format, or a data block). `blocksPerChunk` places journaled data.
+ */
+export function decodeJournalBlock(b: Buffer, volumeTag: number, blocksPerChunk = 1): (JournalBlock & { readonly entries: DecodedJournalEntry[] }) | undefined {
   if (b.length < JOURNAL_BLOCK_BYTES || b.readUInt32LE(0) !== MAGIC) return undefined;
   if (b.readUInt32LE(36) !== volumeTag >>> 0) return undefined;
   if (crc32c(b.subarray(8, JOURNAL_BLOCK_BYTES)) !== b.readUInt32LE(4)) return undefined;
   const count = b.readUInt32LE(32);
   if (count > ENTRIES_PER_BLOCK) return undefined;
-  const entries: JournalEntry[] = [];
+  const seq = getU53(b, 8);
+  const entries: DecodedJournalEntry[] = [];
+  let dataSeq = seq + 1;
   for (let i = 0, p = HEADER_BYTES; i < count; i++, p += ENTRY_BYTES) {
-    entries.push({
+    const flags = b.readUInt8(p + 15);
+    const entry: DecodedJournalEntry = {
       chunk: getU53(b, p),
       newSeq: getU53(b, p + 8),
-      newFlags: b.readUInt8(p + 15),
+      newFlags: flags & ~DATA_IN_JOURNAL,
       newCrc: b.readUInt32LE(p + 16),
       prevSeq: getU53(b, p + 20),
       prevFlags: b.readUInt8(p + 27),
       prevCrc: b.readUInt32LE(p + 28),
-    });
+      ...((flags & DATA_IN_JOURNAL) !== 0 ? { dataSeq } : {}),
+    };
+    if ((flags & DATA_IN_JOURNAL) !== 0) dataSeq += blocksPerChunk;
+    entries.push(entry);
   }
-  return { seq: getU53(b, 8), completeSeq: getU53(b, 16), ioSeqWatermark: getU53(b, 24), entries };
+  return { seq, completeSeq: getU53(b, 16), ioSeqWatermark: getU53(b, 24), entries };
 }
 
-/** A group-commit batch: the blocks written together, and how many writes still owe their data. */
+/** One write's share of a group-commit batch. */
 export interface JournalTicket {
   readonly firstSeq: number;
   readonly lastSeq: number;
+  /** Views of the journaled data of this write's data entries (in entry order), valid until complete(). */
+  readonly dataViews: readonly Buffer[];
 }
 
-interface Batch extends JournalTicket {
+/** The blocks written together, and how many writes still owe their data in place. */
+interface Batch {
+  readonly firstSeq: number;
+  readonly lastSeq: number;
   pending: number;
   written: boolean;
+  buffer: Buffer | undefined;
 }
 
 interface Waiter {
@@ -131,6 +162,8 @@ export interface JournalWriterOptions {
   readonly onCheckpointNeeded: () => void;
   /** Journal writes in flight at once; more batches wait and grow (group commit). */
   readonly maxInflightWrites?: number;
+  /** Chunk size, for entries that carry data (default 4096). */
+  readonly chunkSize?: number;
 }
 
 export class JournalWriter {
@@ -147,8 +180,11 @@ export class JournalWriter {
   #completeSeq: number;
   #checkpointRequested = false;
   #blocksWritten = 0;
+  readonly #blocksPerChunk: number;
+  readonly #tickets = new WeakMap<JournalTicket, Batch>();
 
   constructor(options: JournalWriterOptions) {
+    this.#blocksPerChunk = Math.max(1, (options.chunkSize ?? JOURNAL_BLOCK_BYTES) / JOURNAL_BLOCK_BYTES);
     this.#o = options;
     this.#slots = Math.floor(options.length / JOURNAL_BLOCK_BYTES);
     this.#nextSeq = options.nextSeq;
@@ -177,6 +213,7 @@ export class JournalWriter {
 
   /** Resolves once the records for `entries` are written; the caller then writes data and calls complete(). */
   append(entries: readonly JournalEntry[]): Promise<JournalTicket> {
+    if (entries.length === 0) return Promise.resolve({ firstSeq: this.#nextSeq, lastSeq: this.#nextSeq - 1, dataViews: [] });
     return new Promise((resolve, reject) => {
       this.#queue.push({ entries, resolve, reject });
       this.#schedule();
@@ -185,7 +222,13 @@ export class JournalWriter {
 
   /** The write holding `ticket` has its data on disk (or failed: its records then describe a write that may be partial, which recovery handles). */
   complete(ticket: JournalTicket): void {
-    (ticket as Batch).pending--;
+    const batch = this.#tickets.get(ticket);
+    if (batch === undefined) return;
+    this.#tickets.delete(ticket);
+    if (--batch.pending === 0 && batch.buffer !== undefined) {
+      this.#o.pool.release(batch.buffer);
+      batch.buffer = undefined;
+    }
     this.#advance();
   }
 
@@ -231,11 +274,10 @@ export class JournalWriter {
       for (const w of this.#queue) {
         let need = 0;
         let fill = inBlock;
-        for (let n = w.entries.length; n > 0;) {
+        for (const e of w.entries) {
           if (fill === ENTRIES_PER_BLOCK) { need++; fill = 0; }
-          const k = Math.min(n, ENTRIES_PER_BLOCK - fill);
-          fill += k;
-          n -= k;
+          fill++;
+          if (e.data !== undefined) need += this.#blocksPerChunk;
         }
         if (blocks + need > free) break;
         blocks += need;
@@ -255,27 +297,38 @@ export class JournalWriter {
   #writeBatch(waiters: Waiter[], blockCount: number): void {
     const firstSeq = this.#nextSeq;
     this.#nextSeq += blockCount;
-    const batch: Batch = { firstSeq, lastSeq: firstSeq + blockCount - 1, pending: waiters.length, written: false };
-    this.#batches.push(batch);
     const buf = this.#o.pool.acquire(blockCount * JOURNAL_BLOCK_BYTES);
-    // Blocks are built waiter by waiter; a waiter's entries never leave the blocks of its batch.
-    let seq = firstSeq;
-    let entries: JournalEntry[] = [];
+    const batch: Batch = { firstSeq, lastSeq: firstSeq + blockCount - 1, pending: waiters.length, written: false, buffer: buf };
+    this.#batches.push(batch);
+    // Header blocks are filled waiter by waiter; each is followed by the data its entries carry.
     const completeSeq = this.#completeSeq;
     const watermark = this.#o.watermark();
-    const emit = (): void => {
-      encodeJournalBlock(buf, (seq - firstSeq) * JOURNAL_BLOCK_BYTES, { seq, completeSeq, ioSeqWatermark: watermark, entries }, this.#o.volumeTag);
-      seq++;
+    const bpc = this.#blocksPerChunk;
+    let headerSeq = firstSeq;
+    let nextSeq = firstSeq + 1;
+    let entries: JournalEntry[] = [];
+    const views: Buffer[][] = waiters.map(() => []);
+    const emitHeader = (): void => {
+      encodeJournalBlock(buf, (headerSeq - firstSeq) * JOURNAL_BLOCK_BYTES, { seq: headerSeq, completeSeq, ioSeqWatermark: watermark, entries }, this.#o.volumeTag);
       entries = [];
+      headerSeq = nextSeq;
+      nextSeq = headerSeq + 1;
     };
-    for (const w of waiters) {
+    waiters.forEach((w, wi) => {
       for (const e of w.entries) {
-        if (entries.length === ENTRIES_PER_BLOCK) emit();
+        if (entries.length === ENTRIES_PER_BLOCK) emitHeader();
         entries.push(e);
+        if (e.data !== undefined) {
+          const at = (nextSeq - firstSeq) * JOURNAL_BLOCK_BYTES;
+          e.data.copy(buf, at, 0, bpc * JOURNAL_BLOCK_BYTES);
+          views[wi]!.push(buf.subarray(at, at + bpc * JOURNAL_BLOCK_BYTES));
+          nextSeq += bpc;
+        }
       }
-    }
-    if (entries.length > 0 || seq === firstSeq) emit();
-    while (seq <= batch.lastSeq) emit(); // pad: a batch occupies exactly blockCount slots
+    });
+    emitHeader();
+    // Blocks the count reserved but packing did not need (never more than one) are empty headers.
+    while (headerSeq <= batch.lastSeq) emitHeader();
 
     this.#inflightWrites++;
     const writes: Promise<number>[] = [];
@@ -291,14 +344,18 @@ export class JournalWriter {
       if (failed !== undefined) throw failed.reason;
     }).then(() => {
       this.#inflightWrites--;
-      this.#o.pool.release(buf);
       this.#blocksWritten += blockCount;
       batch.written = true;
-      for (const w of waiters) w.resolve(batch);
+      waiters.forEach((w, wi) => {
+        const ticket: JournalTicket = { firstSeq: batch.firstSeq, lastSeq: batch.lastSeq, dataViews: views[wi]! };
+        this.#tickets.set(ticket, batch);
+        w.resolve(ticket);
+      });
       this.#schedule();
     }, (err: unknown) => {
       this.#inflightWrites--;
       this.#o.pool.release(buf);
+      batch.buffer = undefined;
       // The records may or may not be on disk; recovery treats them like any write in flight.
       batch.written = true;
       batch.pending = 0;

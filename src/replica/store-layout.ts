@@ -9,8 +9,8 @@
 import { ENTRY_BYTES } from './metadata-table.js';
 
 export const REGION_ALIGN = 1 << 20;
-export const DEFAULT_JOURNAL_BYTES = 32 << 20;
-export const MIN_JOURNAL_BYTES = 64 << 10;
+export const DEFAULT_JOURNAL_BYTES = 128 << 20;
+export const MIN_JOURNAL_BYTES = 1 << 20;
 export const DEFAULT_CHUNK_SIZE = 4096;
 
 export interface StoreLayout {

@@ -27,13 +27,14 @@
 // than what a chunk already holds is not applied to that chunk (rebuild and retries rely on it);
 // a chunk flagged NeedsRepair accepts any write that covers it entirely.
 
+import { randomBytes } from 'node:crypto';
 import { open as fsOpen, stat, truncate } from 'node:fs/promises';
 import { crc32c } from '../protocol/iscsi/digest.js';
 import type { Logger } from '../shared/logger.js';
 import { AlignedPool } from './aligned-pool.js';
 import { ChunkLocks } from './chunk-locks.js';
 import { ENTRY_BYTES, MAX_IO_SEQ, MetadataTable, NO_DATA_FLAGS, ChunkFlag, TABLE_PAGE_BYTES } from './metadata-table.js';
-import { JOURNAL_BLOCK_BYTES, JournalWriter, decodeJournalBlock, type JournalEntry, type JournalTicket } from './journal.js';
+import { JOURNAL_BLOCK_BYTES, JournalWriter, decodeJournalBlock, type DecodedJournalEntry, type JournalEntry, type JournalTicket } from './journal.js';
 import { BlockFile, type BlockIoError, type Engine } from './native.js';
 import {
   DEFAULT_CHUNK_SIZE, DEFAULT_JOURNAL_BYTES, MIN_JOURNAL_BYTES, layoutForDevice, layoutForFile, type StoreLayout,
@@ -69,18 +70,28 @@ export interface OpenStoreOptions {
   /** Write the table back when idle this long (default 5 s; 0 = only when the journal fills and at close). */
   readonly checkpointIntervalMs?: number;
   readonly journalMaxInflightWrites?: number;
+  /**
+   * Writes of at most this many bytes put their data in the journal and are acknowledged after that
+   * one sequential write; the copy in place follows in the background (default 64 KiB; 0 = never).
+   * Larger writes journal metadata only, then write in place: two device writes in sequence, but no
+   * bandwidth spent twice.
+   */
+  readonly dataJournalMaxBytes?: number;
 }
 
 export interface RecoveryReport {
   readonly journalBlocks: number;
   readonly appliedEntries: number;
   readonly verifiedChunks: number;
+  /** Chunks whose journaled data was copied into place. */
+  readonly replayedChunks: number;
   readonly revertedChunks: number;
   readonly repairChunks: number;
   readonly badTableEntries: number;
 }
 
 const IO_PIECE = 8 << 20;
+const DEFAULT_DATA_JOURNAL_MAX = 64 << 10;
 
 /** Like Promise.all, but settles only when every promise has: buffers in use by the kernel are never released early. */
 async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
@@ -88,9 +99,6 @@ async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
-function volumeTagOf(uuid: string): number {
-  return parseInt(uuid.replace(/-/g, '').substring(0, 8), 16) >>> 0;
-}
 
 function storeErrorFromIo(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
@@ -145,7 +153,9 @@ function checkGeometry(file: BlockFile, chunkSize: number, path: string): void {
 export async function formatStore(path: string, options: FormatOptions): Promise<StoreInfo> {
   const blockSize = options.blockSize ?? 512;
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const journalBytes = options.journalBytes ?? DEFAULT_JOURNAL_BYTES;
+  // Small writes journal their data, so the journal holds ~1/8 of the volume, 16..128 MiB.
+  const journalBytes = options.journalBytes
+    ?? Math.min(DEFAULT_JOURNAL_BYTES, Math.max(16 << 20, Math.floor(options.capacityBytes / 8 / JOURNAL_BLOCK_BYTES) * JOURNAL_BLOCK_BYTES));
   if (!Number.isInteger(chunkSize) || chunkSize < 4096 || chunkSize > 1 << 20 || (chunkSize & (chunkSize - 1)) !== 0) {
     throw new StoreError(StoreErrorCode.Invalid, `chunk size ${chunkSize} must be a power of two from 4096 to 1 MiB`);
   }
@@ -217,14 +227,30 @@ export async function formatStore(path: string, options: FormatOptions): Promise
       journalOffset: BigInt(layout.journalOffset),
       journalLength: BigInt(layout.journalLength),
       journalCheckpointSeq: 0n,
+      journalNonce: randomBytes(4).readUInt32LE(0),
     };
     const slot = encodeSuperblock(superblock); // validates every field before anything is written
     if (!isBlockDevice && file.size < needed) await truncate(path, needed);
     // Old journal blocks or table entries must not survive into the new format. A new file is all holes.
     if (!created) {
       await file.writeZeroes(0, SUPERBLOCK_REGION_BYTES);
-      await file.writeZeroes(layout.journalOffset, layout.journalLength);
       await file.writeZeroes(layout.metadataOffset, layout.metadataLength);
+    }
+    // The journal is written with real zeroes, not holes or unwritten extents: a journal write is on
+    // every small write's path, and allocating one in the file system costs several times a write.
+    if (!isBlockDevice) {
+      const zeroes = pool.acquire(Math.min(IO_PIECE, layout.journalLength));
+      zeroes.fill(0);
+      try {
+        for (let at = 0; at < layout.journalLength; at += zeroes.length) {
+          const n = Math.min(zeroes.length, layout.journalLength - at);
+          await file.write(zeroes.subarray(0, n), layout.journalOffset + at);
+        }
+      } finally {
+        pool.release(zeroes);
+      }
+    } else {
+      await file.writeZeroes(layout.journalOffset, layout.journalLength);
     }
     const buf = pool.acquire(4096);
     try {
@@ -276,6 +302,7 @@ export class ReplicaStore implements ReplicaStoreApi {
   readonly #chunkShift: number;
   readonly #zeroCrc: number;
   readonly #ownBuffers = new WeakSet<Buffer>();
+  readonly #dataJournalMax: number;
   #sb: Superblock;
   #highestIoSeq: number;
   #info: StoreInfo;
@@ -309,6 +336,8 @@ export class ReplicaStore implements ReplicaStoreApi {
     this.#chunk = args.sb.metadataChunkSize;
     this.#chunkShift = Math.log2(this.#chunk);
     this.#zeroCrc = crc32c(Buffer.alloc(this.#chunk));
+    // Bounded by the ring: a batch must always fit in it.
+    this.#dataJournalMax = Math.min(args.options.dataJournalMaxBytes ?? DEFAULT_DATA_JOURNAL_MAX, Number(args.sb.journalLength) / 8);
     this.recovery = args.recovery;
     let highest = 0;
     const seqs = args.table.ioSeq;
@@ -324,12 +353,13 @@ export class ReplicaStore implements ReplicaStoreApi {
       pool: args.pool,
       offset: Number(args.sb.journalOffset),
       length: Number(args.sb.journalLength),
-      volumeTag: volumeTagOf(args.sb.volumeUuid),
+      volumeTag: args.sb.journalNonce,
       nextSeq: args.nextJournalSeq,
       checkpointSeq: Number(args.sb.journalCheckpointSeq),
       watermark: () => this.#watermark(),
       onCheckpointNeeded: () => { void this.checkpoint().catch(() => undefined); },
       ...(args.options.journalMaxInflightWrites !== undefined ? { maxInflightWrites: args.options.journalMaxInflightWrites } : {}),
+      chunkSize: args.sb.metadataChunkSize,
     });
     const interval = args.options.checkpointIntervalMs ?? 5000;
     if (interval > 0) {
@@ -396,12 +426,14 @@ export class ReplicaStore implements ReplicaStoreApi {
     nextSeq: number; watermark: number; report: Omit<RecoveryReport, 'badTableEntries'>;
   }> {
     const checkpointSeq = Number(sb.journalCheckpointSeq);
-    const tag = volumeTagOf(sb.volumeUuid);
+    const tag = sb.journalNonce;
+    const blocksPerChunk = sb.metadataChunkSize / JOURNAL_BLOCK_BYTES;
+    const slots = Number(sb.journalLength) / JOURNAL_BLOCK_BYTES;
     const blocks: NonNullable<ReturnType<typeof decodeJournalBlock>>[] = [];
     let maxSeq = checkpointSeq;
     await readFully(file, pool, Number(sb.journalOffset), Number(sb.journalLength), (buf) => {
       for (let at = 0; at < buf.length; at += JOURNAL_BLOCK_BYTES) {
-        const b = decodeJournalBlock(buf.subarray(at, at + JOURNAL_BLOCK_BYTES), tag);
+        const b = decodeJournalBlock(buf.subarray(at, at + JOURNAL_BLOCK_BYTES), tag, blocksPerChunk);
         if (b === undefined || b.seq <= checkpointSeq) continue;
         blocks.push(b);
         if (b.seq > maxSeq) maxSeq = b.seq;
@@ -416,7 +448,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     }
     const chunkCount = table.chunkCount;
     let applied = 0;
-    const unverified = new Map<number, JournalEntry>();
+    const unverified = new Map<number, DecodedJournalEntry>();
     for (const b of blocks) {
       for (const e of b.entries) {
         if (e.chunk >= chunkCount) continue; // beyond a capacity that a crashed resize never persisted
@@ -431,6 +463,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     }
     let reverted = 0;
     let repair = 0;
+    let replayed = 0;
     const chunk = sb.metadataChunkSize;
     if (unverified.size > 0) {
       const buf = pool.acquire(chunk);
@@ -440,6 +473,20 @@ export class ReplicaStore implements ReplicaStoreApi {
           if ((e.newFlags & NO_DATA_FLAGS) !== 0) {
             table.set(e.chunk, e.newSeq, e.newCrc, e.newFlags);
             continue;
+          }
+          if (e.dataSeq !== undefined) {
+            // Data journaled: if the journal copy is whole, the write was (or could have been)
+            // acknowledged: copy it into place. A torn copy means it never was: check the chunk.
+            for (let i = 0; i < blocksPerChunk; i++) {
+              const slot = (e.dataSeq + i) % slots;
+              await file.read(buf.subarray(i * JOURNAL_BLOCK_BYTES, (i + 1) * JOURNAL_BLOCK_BYTES), Number(sb.journalOffset) + slot * JOURNAL_BLOCK_BYTES);
+            }
+            if (crc32c(buf) === e.newCrc) {
+              await file.write(buf, Number(sb.dataOffset) + e.chunk * chunk);
+              table.set(e.chunk, e.newSeq, e.newCrc, e.newFlags);
+              replayed++;
+              continue;
+            }
           }
           const got = await file.read(buf, Number(sb.dataOffset) + e.chunk * chunk);
           if (got < chunk) buf.fill(0, got);
@@ -467,7 +514,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     return {
       nextSeq: maxSeq + 1,
       watermark,
-      report: { journalBlocks: blocks.length, appliedEntries: applied, verifiedChunks: unverified.size, revertedChunks: reverted, repairChunks: repair },
+      report: { journalBlocks: blocks.length, appliedEntries: applied, verifiedChunks: unverified.size, replayedChunks: replayed, revertedChunks: reverted, repairChunks: repair },
     };
   }
 
@@ -681,6 +728,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     let work: Buffer | undefined;
     let ownWork = false;
     let ticket: JournalTicket | undefined;
+    let handedOff = false;
     try {
       const { ioSeq: seqs, flags, crc } = this.#table;
       // Which chunks to apply, and what each becomes.
@@ -722,23 +770,36 @@ export class ReplicaStore implements ReplicaStoreApi {
         }
       }
 
+      // Small writes carry their data in the journal and are acknowledged once it is written.
+      const journalData = data !== undefined && plan.length * chunk <= this.#dataJournalMax;
       const entries: JournalEntry[] = [];
       const newCrcs = new Uint32Array(plan.length);
       for (let i = 0; i < plan.length; i++) {
         const p = plan[i]!;
         const c = p.chunk;
         const at = (c - first) * chunk;
-        const newCrc = p.noDataFlags !== 0 ? 0 : crc32c(work!.subarray(at, at + chunk));
+        const view = p.noDataFlags !== 0 ? undefined : work!.subarray(at, at + chunk);
+        const newCrc = view === undefined ? 0 : crc32c(view);
         newCrcs[i] = newCrc;
         entries.push({
           chunk: c, newSeq: ioSeq, newCrc, newFlags: p.noDataFlags,
           prevSeq: seqs[c]!, prevCrc: crc[c]!, prevFlags: flags[c]!,
+          ...(journalData && view !== undefined ? { data: view } : {}),
         });
       }
       try {
         ticket = await this.#journal.append(entries);
       } catch (err) {
         throw storeErrorFromIo(err, 'journal write');
+      }
+
+      if (journalData) {
+        // Safe now (recovery replays the journal copy): publish the new state and acknowledge. The
+        // copy in place keeps the chunks locked, so reads and later writes wait for it.
+        this.#publish(plan, newCrcs, ioSeq, length, data, noDataFlags);
+        this.#writeInPlaceFromJournal(plan, ticket, unlock, ioSeq);
+        handedOff = true;
+        return { applied: plan.length, skipped };
       }
 
       // Data in place: one device write per run of consecutive data chunks; discard deallocated runs.
@@ -762,41 +823,82 @@ export class ReplicaStore implements ReplicaStoreApi {
         if (ops.length === 1) await ops[0];
         else if (ops.length > 1) await settleAll(ops);
       } catch (err) {
-        // Unknown content now: flag what this write touched. (Reads would catch it by CRC anyway.)
-        for (const p of plan) {
-          if (p.noDataFlags !== 0) continue;
-          if ((flags[p.chunk]! & ChunkFlag.NeedsRepair) === 0) this.#stats.chunksNeedingRepair++;
-          this.#table.set(p.chunk, seqs[p.chunk]!, crc[p.chunk]!, flags[p.chunk]! | ChunkFlag.NeedsRepair);
-        }
+        this.#flagUnknown(plan);
         throw storeErrorFromIo(err, 'write');
       }
-      for (let i = 0; i < plan.length; i++) {
-        const c = plan[i]!.chunk;
-        if ((flags[c]! & ChunkFlag.NeedsRepair) !== 0) this.#stats.chunksNeedingRepair--;
-        this.#table.set(c, ioSeq, newCrcs[i]!, plan[i]!.noDataFlags);
-      }
-      if (ioSeq > this.#highestIoSeq) {
-        this.#highestIoSeq = ioSeq;
-        this.#info = { ...this.#info, highestIoSeq: ioSeq };
-      }
-      if (data !== undefined) {
-        this.#stats.writes++;
-        this.#stats.writeBytes += length;
-      } else if (noDataFlags === ChunkFlag.Deallocated) {
-        this.#stats.unmaps++;
-      } else {
-        this.#stats.writeZeroes++;
-      }
+      this.#publish(plan, newCrcs, ioSeq, length, data, noDataFlags);
       return { applied: plan.length, skipped };
     } finally {
-      // The table is updated before the journal hears of completion: a checkpoint covering this
-      // record must find the new entries in memory.
-      if (ticket !== undefined) this.#journal.complete(ticket);
       if (ownWork) this.#pool.release(work!);
+      if (!handedOff) {
+        // The table is updated before the journal hears of completion: a checkpoint covering this
+        // record must find the new entries in memory.
+        if (ticket !== undefined) this.#journal.complete(ticket);
+        unlock();
+        this.#seqEnd(ioSeq);
+        this.#leave();
+      }
+    }
+  }
+
+  /** The new table state of a mutation, and its counters. */
+  #publish(plan: readonly ChunkPlan[], newCrcs: Uint32Array, ioSeq: number, length: number, data: Buffer | undefined, noDataFlags: number): void {
+    const flags = this.#table.flags;
+    for (let i = 0; i < plan.length; i++) {
+      const c = plan[i]!.chunk;
+      if ((flags[c]! & ChunkFlag.NeedsRepair) !== 0) this.#stats.chunksNeedingRepair--;
+      this.#table.set(c, ioSeq, newCrcs[i]!, plan[i]!.noDataFlags);
+    }
+    if (ioSeq > this.#highestIoSeq) {
+      this.#highestIoSeq = ioSeq;
+      this.#info = { ...this.#info, highestIoSeq: ioSeq };
+    }
+    if (data !== undefined) {
+      this.#stats.writes++;
+      this.#stats.writeBytes += length;
+    } else if (noDataFlags === ChunkFlag.Deallocated) {
+      this.#stats.unmaps++;
+    } else {
+      this.#stats.writeZeroes++;
+    }
+  }
+
+  /** A failed write in place leaves its chunks' content unknown: flag them (reads would catch it by CRC anyway). */
+  #flagUnknown(plan: readonly ChunkPlan[]): void {
+    const { flags, ioSeq, crc } = this.#table;
+    for (const p of plan) {
+      if (p.noDataFlags !== 0) continue;
+      if ((flags[p.chunk]! & ChunkFlag.NeedsRepair) === 0) this.#stats.chunksNeedingRepair++;
+      this.#table.set(p.chunk, ioSeq[p.chunk]!, crc[p.chunk]!, flags[p.chunk]! | ChunkFlag.NeedsRepair);
+    }
+  }
+
+  /** Background half of a data-journaled write: copy the journaled data into place, then release. */
+  #writeInPlaceFromJournal(plan: readonly ChunkPlan[], ticket: JournalTicket, unlock: () => void, ioSeq: number): void {
+    const chunk = this.#chunk;
+    const dataOffset = Number(this.#sb.dataOffset);
+    const ops: Promise<unknown>[] = [];
+    let v = 0;
+    for (let i = 0; i < plan.length;) {
+      // Runs of consecutive chunks go out as one writev of their journal views.
+      let j = i + 1;
+      while (j < plan.length && plan[j]!.chunk === plan[j - 1]!.chunk + 1) j++;
+      const views = ticket.dataViews.slice(v, v + (j - i));
+      v += j - i;
+      ops.push(this.#file.write(views.length === 1 ? views[0]! : views, dataOffset + plan[i]!.chunk * chunk));
+      i = j;
+    }
+    const done = ops.length === 1 ? ops[0]! : settleAll(ops);
+    done.catch((err: unknown) => {
+      // The journal still holds the data, but this copy is unknown until rewritten or rebuilt.
+      this.#flagUnknown(plan);
+      this.#log?.error({ err, ioSeq }, 'write in place after the journal failed; chunks flagged as needing repair');
+    }).finally(() => {
+      this.#journal.complete(ticket);
       unlock();
       this.#seqEnd(ioSeq);
       this.#leave();
-    }
+    });
   }
 
   /** fdatasync, coalesced: callers arriving while one runs share the next one. */

@@ -24,8 +24,10 @@
 // 100  journal offset u64          8
 // 108  journal length u64          8
 // 116  journal checkpoint seq u64  8   journal records up to it are applied to the metadata table
-// 124  volume name length u16      2, then the UTF-8 name (≤ 255 bytes) at 126
-// 382  replica id length u16       2, then the UTF-8 id (≤ 64 bytes) at 384
+// 124  journal nonce u32           4   random per format: journal blocks carry it, so volume data
+//                                      (which the journal also holds) can never pose as a record
+// 128  volume name length u16      2, then the UTF-8 name (≤ 255 bytes) at 130
+// 386  replica id length u16       2, then the UTF-8 id (≤ 64 bytes) at 388
 // 4092 CRC32C of bytes 0..4091     4
 
 import { crc32c } from '../protocol/iscsi/digest.js';
@@ -36,8 +38,8 @@ export const SUPERBLOCK_FORMAT_VERSION = 1;
 const MAGIC = Buffer.from('CSTSRPL1', 'ascii');
 const MAX_NAME_BYTES = 255;
 const MAX_REPLICA_ID_BYTES = 64;
-const NAME_AT = 124;
-const REPLICA_ID_AT = 382;
+const NAME_AT = 128;
+const REPLICA_ID_AT = 386;
 const CRC_AT = SUPERBLOCK_SLOT_BYTES - 4;
 
 export interface Superblock {
@@ -58,6 +60,7 @@ export interface Superblock {
   readonly journalOffset: bigint;
   readonly journalLength: bigint;
   readonly journalCheckpointSeq: bigint;
+  readonly journalNonce: number;
 }
 
 export const SuperblockErrorCode = {
@@ -138,6 +141,7 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   b.writeBigUInt64LE(sb.journalOffset, 100);
   b.writeBigUInt64LE(sb.journalLength, 108);
   b.writeBigUInt64LE(sb.journalCheckpointSeq, 116);
+  b.writeUInt32LE(sb.journalNonce >>> 0, 124);
   b.writeUInt16LE(name.length, NAME_AT);
   name.copy(b, NAME_AT + 2);
   b.writeUInt16LE(replica.length, REPLICA_ID_AT);
@@ -177,6 +181,7 @@ export function decodeSuperblock(slot: Buffer): Superblock {
     journalOffset: slot.readBigUInt64LE(100),
     journalLength: slot.readBigUInt64LE(108),
     journalCheckpointSeq: slot.readBigUInt64LE(116),
+    journalNonce: slot.readUInt32LE(124),
     volumeName: slot.toString('utf8', NAME_AT + 2, NAME_AT + 2 + nameLength),
     replicaId: slot.toString('utf8', REPLICA_ID_AT + 2, REPLICA_ID_AT + 2 + replicaLength),
   };

@@ -223,10 +223,10 @@ t.test('scan yields chunks newer than an io_seq, in runs', async (t) => {
 });
 
 t.test('journal wraps many times and checkpoints keep up', async (t) => {
-  const store = await ReplicaStore.open(await fresh(16 * MiB, { journalBytes: 64 * 1024 }), { checkpointIntervalMs: 0 });
+  const store = await ReplicaStore.open(await fresh(16 * MiB, { journalBytes: MiB }), { checkpointIntervalMs: 0 });
   t.teardown(() => store.close());
   // Four at a time: few entries per journal block, so the 16-slot ring wraps many times.
-  for (let i = 0; i < 2000; i += 4) {
+  for (let i = 0; i < 4000; i += 4) {
     await Promise.all([0, 1, 2, 3].map((k) => store.write((((i + k) * 13) % 4096) * 4096, pattern(4096, i + k), i + k + 1)));
   }
   t.ok(store.journalStats().blocksWritten > 3 * store.journalStats().slots, `journal wrapped (${store.journalStats().blocksWritten} blocks in ${store.journalStats().slots} slots)`);
@@ -240,7 +240,7 @@ t.test('journal wraps many times and checkpoints keep up', async (t) => {
 t.test('kill -9 during a write storm, then a full verify', async (t) => {
   const iterations = process.env['SOAK'] === '1' ? 40 : 6;
   const capacity = 8 * MiB;
-  const path = await fresh(capacity, { journalBytes: 256 * 1024 });
+  const path = await fresh(capacity, { journalBytes: MiB });
   const blocks = capacity / PATTERN_BLOCK;
   const acked = new Float64Array(blocks);
   let nextSeq = 1;
@@ -248,6 +248,9 @@ t.test('kill -9 during a write storm, then a full verify', async (t) => {
   t.comment(`seed ${seedBase}`);
   let totalAcks = 0;
   let totalReplayed = 0;
+  let totalCopied = 0;
+  let totalReverted = 0;
+  let totalRepair = 0;
   for (let it = 0; it < iterations; it++) {
     const child = spawn(process.execPath, [...process.execArgv, join(here, '..', 'fixtures', 'store-storm.ts'), path, String(nextSeq), String(seedBase++)], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -277,6 +280,9 @@ t.test('kill -9 during a write storm, then a full verify', async (t) => {
     }
     const store = await ReplicaStore.open(path, { checkpointIntervalMs: 0 });
     totalReplayed += store.recovery.journalBlocks;
+    totalCopied += store.recovery.replayedChunks;
+    totalReverted += store.recovery.revertedChunks;
+    totalRepair += store.recovery.repairChunks;
     const problems: string[] = [];
     const piece = 256 * 1024;
     for (let off = 0; off < capacity && problems.length < 5; off += piece) {
@@ -305,7 +311,9 @@ t.test('kill -9 during a write storm, then a full verify', async (t) => {
       return;
     }
   }
-  t.pass(`${iterations} kills, ${totalAcks} acknowledged writes verified, ${totalReplayed} journal blocks replayed`);
+  t.pass(`${iterations} kills, ${totalAcks} acknowledged writes verified, ${totalReplayed} journal blocks replayed: `
+    + `${totalCopied} chunks copied from the journal, ${totalReverted} reverted, ${totalRepair} flagged for repair`);
+  t.equal(totalRepair, 0, 'kill -9 never tears a chunk: nothing needs repair');
   t.ok(totalAcks > 100, 'the storm made progress');
   t.ok(totalReplayed > 0, 'recovery had journal records to replay');
 });

@@ -22,6 +22,7 @@ const base: Superblock = {
   journalOffset: 1n << 20n,
   journalLength: 1n << 20n,
   journalCheckpointSeq: 99n,
+  journalNonce: 0xc0ffee11,
 };
 
 function region(a: Buffer | undefined, b: Buffer | undefined): Buffer {
@@ -38,7 +39,8 @@ t.test('round trip and layout', async t => {
   t.equal(bytes.readUInt32LE(4092), crc32c(bytes.subarray(0, 4092)), 'CRC32C over the first 4092 bytes');
   t.equal(bytes.readBigUInt64LE(64), 123456789n, 'checkpointed io_seq at 64');
   t.equal(bytes.readBigUInt64LE(116), 99n, 'journal checkpoint seq at 116');
-  t.equal(bytes.toString('utf8', 126, 134), 'pvc-0c4f', 'volume name at 126');
+  t.equal(bytes.readUInt32LE(124), 0xc0ffee11, 'journal nonce at 124');
+  t.equal(bytes.toString('utf8', 130, 138), 'pvc-0c4f', 'volume name at 130');
   t.same(decodeSuperblock(bytes), base);
 });
 
