@@ -60,7 +60,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     control = await startControlServer({
       host: config.control.host,
       port: config.control.port,
-      logger: logger.child({ component: 'control' }),
+      logger,
       handlers: {
         status: async () => {
           const s = store.stats();
