@@ -1,0 +1,7 @@
+// Build step after tsc: files tsc does not emit but the runtime loads (the gRPC .proto files).
+import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+
+const from = 'src/protocol/replica';
+const to = 'dist/src/protocol/replica';
+mkdirSync(to, { recursive: true });
+for (const f of readdirSync(from)) if (f.endsWith('.proto')) copyFileSync(`${from}/${f}`, `${to}/${f}`);
