@@ -2,6 +2,7 @@
 // data segment + padding, data digest). Chunks are kept as received; a field that lies in one chunk
 // is handed out as a view, only a field straddling chunks is copied. One chunk may hold many PDUs
 // or a fraction of one.
+import { ByteQueue } from '../byte-queue.js';
 import { BHS_LENGTH, DIGEST_LENGTH } from './constants.js';
 import { crc32c } from './digest.js';
 import { IscsiErrorCode, IscsiProtocolError } from './errors.js';
@@ -46,11 +47,7 @@ export class PduReader {
   #hd = false;
   #dd = false;
 
-  // Pending input: #chunks[#head..] with #offset bytes of #chunks[#head] already consumed.
-  #chunks: Buffer[] = [];
-  #head = 0;
-  #offset = 0;
-  #buffered = 0;
+  readonly #input = new ByteQueue();
 
   #state: State = S_BHS;
   /** Bytes the current state waits for. */
@@ -82,7 +79,7 @@ export class PduReader {
 
   /** Bytes received and not yet consumed. */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#input.length;
   }
 
   /** True once a fatal error was reported; further input is ignored. */
@@ -102,13 +99,12 @@ export class PduReader {
       if (n === chunk.length) return;
       chunk = chunk.subarray(n);
     }
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.#input.push(chunk);
     this.#run();
   }
 
   #run(): void {
-    while (this.#buffered >= this.#need) {
+    while (this.#input.length >= this.#need) {
       switch (this.#state) {
         case S_BHS:
           this.#readBhs();
@@ -120,8 +116,8 @@ export class PduReader {
           this.#readData();
           break;
         case S_SKIP: {
-          const n = Math.min(this.#skip, this.#buffered);
-          this.#discard(n);
+          const n = Math.min(this.#skip, this.#input.length);
+          this.#input.skip(n);
           this.#skip -= n;
           if (this.#skip === 0) this.#enterBhs();
           else return;
@@ -143,7 +139,7 @@ export class PduReader {
   #readBhs(): void {
     this.#hd = this.#wantHd;
     this.#dd = this.#wantDd;
-    const bhs = this.#consume(BHS_LENGTH);
+    const bhs = this.#input.consume(BHS_LENGTH);
     this.#bhs = bhs;
     this.#dataLength = bhsDataSegmentLength(bhs);
     const rest = bhsAhsLength(bhs) + (this.#hd ? DIGEST_LENGTH : 0);
@@ -158,9 +154,9 @@ export class PduReader {
   #readHeaderRest(): void {
     const ahsLen = bhsAhsLength(this.#bhs);
     if (!this.#hd) {
-      this.#ahs = this.#consume(ahsLen);
+      this.#ahs = this.#input.consume(ahsLen);
     } else {
-      const region = this.#consume(ahsLen + DIGEST_LENGTH);
+      const region = this.#input.consume(ahsLen + DIGEST_LENGTH);
       const ahs = region.subarray(0, ahsLen);
       this.#ahs = ahs;
       let crc = crc32c(this.#bhs);
@@ -203,7 +199,7 @@ export class PduReader {
   #readData(): void {
     const dataLength = this.#dataLength;
     const padded = dataLength + padLength(dataLength);
-    const region = this.#consume(this.#need);
+    const region = this.#input.consume(this.#need);
     const data = region.subarray(0, dataLength);
     if (this.#dd) {
       const crc = crc32c(padded === dataLength ? data : region.subarray(0, padded));
@@ -256,63 +252,9 @@ export class PduReader {
   #fatal(err: IscsiProtocolError): void {
     this.#state = S_DEAD;
     this.#need = Infinity;
-    this.#chunks = [];
-    this.#head = 0;
-    this.#offset = 0;
-    this.#buffered = 0;
+    this.#input.clear();
     this.#bhs = EMPTY_BUFFER;
     this.#ahs = EMPTY_BUFFER;
     this.#onError(err);
-  }
-
-  /** Take `n` buffered bytes: a view when one chunk holds them, else a copy. */
-  #consume(n: number): Buffer {
-    if (n === 0) return EMPTY_BUFFER;
-    this.#buffered -= n;
-    const first = this.#chunks[this.#head]!;
-    const start = this.#offset;
-    const end = start + n;
-    if (end <= first.length) {
-      if (end === first.length) this.#dropHead();
-      else this.#offset = end;
-      return first.subarray(start, end);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let written = 0;
-    while (written < n) {
-      const c = this.#chunks[this.#head]!;
-      const take = Math.min(c.length - this.#offset, n - written);
-      c.copy(out, written, this.#offset, this.#offset + take);
-      written += take;
-      if (this.#offset + take === c.length) this.#dropHead();
-      else this.#offset += take;
-    }
-    return out;
-  }
-
-  #discard(n: number): void {
-    this.#buffered -= n;
-    while (n > 0) {
-      const c = this.#chunks[this.#head]!;
-      const take = Math.min(c.length - this.#offset, n);
-      n -= take;
-      if (this.#offset + take === c.length) this.#dropHead();
-      else this.#offset += take;
-    }
-  }
-
-  #dropHead(): void {
-    const chunks = this.#chunks;
-    // Release the reference so the chunk can be collected while views into it die off.
-    (chunks as (Buffer | undefined)[])[this.#head] = undefined;
-    this.#head++;
-    this.#offset = 0;
-    if (this.#head === chunks.length) {
-      chunks.length = 0;
-      this.#head = 0;
-    } else if (this.#head >= 64) {
-      chunks.splice(0, this.#head);
-      this.#head = 0;
-    }
   }
 }

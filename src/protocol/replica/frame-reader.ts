@@ -2,6 +2,7 @@
 // kept as received; a header or payload inside one chunk is handed out as a view, only one straddling
 // chunks is copied. With an allocator the payload is copied straight into a caller-owned buffer
 // (e.g. an O_DIRECT-aligned pooled one) as bytes arrive, sized once from the header.
+import { ByteQueue } from '../byte-queue.js';
 import { crc32c } from '../iscsi/digest.js';
 import {
   DEFAULT_MAX_PAYLOAD_LENGTH, FRAME_HEADER_LENGTH, FrameError, FrameErrorCode, decodeHeader, type FrameHeader,
@@ -47,11 +48,7 @@ export class FrameReader {
   readonly #onFrame: FrameHandler;
   readonly #onError: FrameErrorHandler;
 
-  // Pending input: #chunks[#head..] with #offset bytes of #chunks[#head] consumed.
-  #chunks: Buffer[] = [];
-  #head = 0;
-  #offset = 0;
-  #buffered = 0;
+  readonly #input = new ByteQueue();
 
   #state: State = S_HEADER;
   #header: FrameHeader | undefined;
@@ -69,7 +66,7 @@ export class FrameReader {
 
   /** Bytes received and not yet handed out (excluding bytes already copied into an allocated payload). */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#input.length;
   }
 
   get failed(): boolean {
@@ -95,8 +92,7 @@ export class FrameReader {
   /** Parse every complete frame in the input so far, calling the handlers synchronously in order. */
   push(chunk: Buffer): void {
     if (this.#state === S_DEAD || chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.#input.push(chunk);
     this.#run();
   }
 
@@ -105,15 +101,9 @@ export class FrameReader {
    * another reader. Call at a frame boundary (from onFrame, after pause()).
    */
   detach(): Buffer[] {
-    const rest: Buffer[] = [];
-    if (this.#state === S_HEADER) {
-      for (let i = this.#head; i < this.#chunks.length; i++) {
-        const c = this.#chunks[i]!;
-        rest.push(i === this.#head ? c.subarray(this.#offset) : c);
-      }
-    }
+    const rest = this.#state === S_HEADER ? this.#input.drain() : [];
     this.#die();
-    return rest.filter(c => c.length > 0);
+    return rest;
   }
 
   #run(): void {
@@ -125,14 +115,14 @@ export class FrameReader {
         const state = this.#state;
         if (this.#paused) return;
         if (state === S_HEADER) {
-          if (this.#buffered < FRAME_HEADER_LENGTH) return;
+          if (this.#input.length < FRAME_HEADER_LENGTH) return;
           this.#readHeader();
         } else if (state === S_PAYLOAD) {
           const need = this.#header!.payloadLength;
-          if (this.#buffered < need) return;
-          this.#emit(this.#consume(need), false);
+          if (this.#input.length < need) return;
+          this.#emit(this.#input.consume(need), false);
         } else if (state === S_FILL) {
-          if (this.#buffered === 0) return;
+          if (this.#input.length === 0) return;
           this.#fillFromChunks();
         } else {
           return;
@@ -144,7 +134,7 @@ export class FrameReader {
   }
 
   #readHeader(): void {
-    const raw = this.#consume(FRAME_HEADER_LENGTH);
+    const raw = this.#input.consume(FRAME_HEADER_LENGTH);
     let header: FrameHeader;
     try {
       header = decodeHeader(raw);
@@ -178,15 +168,7 @@ export class FrameReader {
 
   #fillFromChunks(): void {
     const target = this.#fill;
-    while (this.#filled < target.length && this.#buffered > 0) {
-      const c = this.#chunks[this.#head]!;
-      const take = Math.min(c.length - this.#offset, target.length - this.#filled);
-      c.copy(target, this.#filled, this.#offset, this.#offset + take);
-      this.#filled += take;
-      this.#buffered -= take;
-      if (this.#offset + take === c.length) this.#dropHead();
-      else this.#offset += take;
-    }
+    this.#filled += this.#input.copyInto(target, this.#filled, target.length - this.#filled);
     if (this.#filled === target.length) {
       this.#fill = EMPTY;
       this.#emit(target, true);
@@ -209,49 +191,8 @@ export class FrameReader {
 
   #die(): void {
     this.#state = S_DEAD;
-    this.#chunks = [];
-    this.#head = 0;
-    this.#offset = 0;
-    this.#buffered = 0;
+    this.#input.clear();
     this.#header = undefined;
     this.#fill = EMPTY;
-  }
-
-  /** Take `n` buffered bytes: a view when one chunk holds them, else one copy. */
-  #consume(n: number): Buffer {
-    this.#buffered -= n;
-    const first = this.#chunks[this.#head]!;
-    const start = this.#offset;
-    const end = start + n;
-    if (end <= first.length) {
-      if (end === first.length) this.#dropHead();
-      else this.#offset = end;
-      return first.subarray(start, end);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let written = 0;
-    while (written < n) {
-      const c = this.#chunks[this.#head]!;
-      const take = Math.min(c.length - this.#offset, n - written);
-      c.copy(out, written, this.#offset, this.#offset + take);
-      written += take;
-      if (this.#offset + take === c.length) this.#dropHead();
-      else this.#offset += take;
-    }
-    return out;
-  }
-
-  #dropHead(): void {
-    const chunks = this.#chunks;
-    (chunks as (Buffer | undefined)[])[this.#head] = undefined;
-    this.#head++;
-    this.#offset = 0;
-    if (this.#head === chunks.length) {
-      chunks.length = 0;
-      this.#head = 0;
-    } else if (this.#head >= 64) {
-      chunks.splice(0, this.#head);
-      this.#head = 0;
-    }
   }
 }
