@@ -5,33 +5,16 @@
 //
 // Prints a table then one JSON document on stdout; progress on stderr.
 import { rm, stat } from 'node:fs/promises';
-import { openSync, closeSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockFile, allocAligned, engineInfo, type Engine } from '../../src/replica/native.js';
 import { formatTable, fmtInt, fmtFixed, Progress, printJson } from '../_util/report.js';
-import { run, which } from '../_util/proc.js';
+import { which } from '../_util/proc.js';
+import { BLOCK_WORKLOADS, percentile, preconditionFile, runFio, type Workload } from '../_util/block-workloads.js';
 
 const FILE_SIZE = 1 << 30;
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? '2');
 const FILE = process.env['BENCH_FILE'] ?? join(tmpdir(), 'blockio-bench.img');
-
-interface Workload {
-  readonly name: string;
-  readonly rw: 'read' | 'write';
-  readonly random: boolean;
-  readonly bs: number;
-  readonly qd: number;
-}
-
-const workloads: readonly Workload[] = [
-  { name: '4k randread QD1', rw: 'read', random: true, bs: 4096, qd: 1 },
-  { name: '4k randread QD32', rw: 'read', random: true, bs: 4096, qd: 32 },
-  { name: '4k randwrite QD1', rw: 'write', random: true, bs: 4096, qd: 1 },
-  { name: '4k randwrite QD32', rw: 'write', random: true, bs: 4096, qd: 32 },
-  { name: '1M seqread QD8', rw: 'read', random: false, bs: 1 << 20, qd: 8 },
-  { name: '1M seqwrite QD8', rw: 'write', random: false, bs: 1 << 20, qd: 8 },
-];
 
 interface Result {
   readonly workload: string;
@@ -40,11 +23,6 @@ interface Result {
   readonly mbps: number;
   readonly p50us: number;
   readonly p99us: number;
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
 async function runOurs(engine: Engine, w: Workload): Promise<Result> {
@@ -86,54 +64,11 @@ async function runOurs(engine: Engine, w: Workload): Promise<Result> {
   };
 }
 
-interface FioSide {
-  readonly iops: number;
-  readonly bw_bytes: number;
-  readonly lat_ns?: { readonly percentile?: Record<string, number> };
-  readonly clat_ns?: { readonly percentile?: Record<string, number> };
-}
-
-async function runFio(fio: string, w: Workload): Promise<Result | string> {
-  const rw = w.random ? `rand${w.rw}` : w.rw;
-  const r = await run(fio, [
-    '--name=bench', `--filename=${FILE}`, '--direct=1', '--ioengine=io_uring', `--rw=${rw}`, `--bs=${w.bs}`,
-    `--iodepth=${w.qd}`, '--time_based', `--runtime=${SECONDS}`, `--size=${FILE_SIZE}`, '--norandommap',
-    '--randrepeat=0', '--lat_percentiles=1', '--output-format=json',
-  ], (SECONDS + 30) * 1000);
-  if (r.code !== 0) return `fio failed (${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`;
-  const doc = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { read: FioSide; write: FioSide }[] };
-  const side = w.rw === 'read' ? doc.jobs[0]?.read : doc.jobs[0]?.write;
-  if (side === undefined) return 'fio: no job in output';
-  const pct = side.lat_ns?.percentile ?? side.clat_ns?.percentile ?? {};
-  return {
-    workload: w.name, engine: 'fio io_uring', iops: side.iops, mbps: side.bw_bytes / 1e6,
-    p50us: (pct['50.000000'] ?? 0) / 1000, p99us: (pct['99.000000'] ?? 0) / 1000,
-  };
-}
-
-/** Writes the whole file once so reads hit allocated extents and writes overwrite in place. */
 async function precondition(progress: Progress): Promise<void> {
   const st = await stat(FILE).catch(() => undefined);
   if (st?.size === FILE_SIZE && process.env['BENCH_REUSE'] === '1') return;
   progress.update(`preconditioning ${FILE} (1 GiB)`);
-  const fd = openSync(FILE, 'w');
-  ftruncateSync(fd, FILE_SIZE);
-  closeSync(fd);
-  const f = await BlockFile.open(FILE, { write: true });
-  const chunk = 1 << 20;
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    const buf = allocAligned(chunk, 4096);
-    for (let i = 0; i < chunk; i++) buf[i] = (i * 131) & 0xff;
-    while (next < FILE_SIZE) {
-      const off = next;
-      next += chunk;
-      await f.write(buf, off);
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, lane));
-  await f.flush();
-  await f.close();
+  await preconditionFile(FILE, FILE_SIZE);
 }
 
 async function main(): Promise<void> {
@@ -145,14 +80,15 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   if (!info.ioUring) notes.push(`io_uring unavailable (${info.ioUringError ?? '?'}): "io_uring" rows ran on the thread pool`);
   if (fio === undefined) notes.push('fio not installed (apt-get install -y fio): no fio rows');
-  for (const w of workloads) {
+  for (const w of BLOCK_WORKLOADS) {
     for (const engine of ['io_uring', 'threads'] as const) {
       progress.update(`${w.name}: ${engine}`);
       results.push(await runOurs(engine, w));
     }
     if (fio !== undefined) {
       progress.update(`${w.name}: fio`);
-      const r = await runFio(fio, w);
+      const f = await runFio(fio, FILE, w, SECONDS, FILE_SIZE);
+      const r = typeof f === 'string' ? f : { workload: w.name, engine: 'fio io_uring', iops: f.iops, mbps: f.mbps, p50us: f.p50us, p99us: f.p99us };
       if (typeof r === 'string') notes.push(`${w.name}: ${r}`);
       else results.push(r);
     }

@@ -13,12 +13,11 @@
 // with 1 GiB of data capacity whose every chunk was written through the store (so every read does
 // device I/O and CRC verification: never-written chunks would be answered from the table alone).
 import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { closeSync, ftruncateSync, openSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BlockFile, allocAligned, engineInfo } from '../../src/replica/native.js';
+import { engineInfo } from '../../src/replica/native.js';
 import { ReplicaStore, formatStore } from '../../src/replica/store.js';
 import type { StoreInfo } from '../../src/replica/store-api.js';
 import { DataResponder } from '../../src/replica/data-responder.js';
@@ -26,8 +25,9 @@ import { ReplicaConnection } from '../../src/target/volume/replica-connection.js
 import type { ReplicaHello } from '../../src/protocol/replica/frame.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import { formatTable, fmtInt, fmtFixed, Progress, printJson } from '../_util/report.js';
-import { killAll, killAllNow, run, spawnTracked, which } from '../_util/proc.js';
+import { killAll, killAllNow, spawnTracked, which } from '../_util/proc.js';
 import { summarize } from '../_util/stats.js';
+import { BLOCK_WORKLOADS, percentile, preconditionFile, runFio, type Workload } from '../_util/block-workloads.js';
 
 const CAPACITY = 1 << 30;
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? '5');
@@ -39,23 +39,6 @@ const KEEP = process.env['BENCH_KEEP'] === '1';
 // os.tmpdir() is on the repo's filesystem here; the run reports the device ids so a mismatch shows.
 const BASE_DIR = process.env['BENCH_DIR'] ?? tmpdir();
 const VOLUME = { volumeName: 'bench', volumeUuid: '00000000-0000-4000-8000-00000000be7c', replicaId: 'bench-r1' };
-
-interface Workload {
-  readonly name: string;
-  readonly rw: 'read' | 'write';
-  readonly random: boolean;
-  readonly bs: number;
-  readonly qd: number;
-}
-
-const workloads: readonly Workload[] = [
-  { name: '4k randread QD1', rw: 'read', random: true, bs: 4096, qd: 1 },
-  { name: '4k randread QD32', rw: 'read', random: true, bs: 4096, qd: 32 },
-  { name: '4k randwrite QD1', rw: 'write', random: true, bs: 4096, qd: 1 },
-  { name: '4k randwrite QD32', rw: 'write', random: true, bs: 4096, qd: 32 },
-  { name: '1M seqread QD8', rw: 'read', random: false, bs: 1 << 20, qd: 8 },
-  { name: '1M seqwrite QD8', rw: 'write', random: false, bs: 1 << 20, qd: 8 },
-];
 
 interface FramingWorkload {
   readonly name: string;
@@ -91,11 +74,6 @@ interface Result extends Sample {
   readonly workload: string;
   readonly engine: string;
   readonly runs: readonly number[];
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
 function median(values: readonly number[]): number {
@@ -203,58 +181,6 @@ async function runStore(store: ReplicaStore, w: Workload, seqs: SeqCounter, seed
   if (w.rw !== 'write') return sample;
   await store.checkpoint();
   return { ...sample, journalBlocksPerOp: ops > 0 ? journalBlocks / ops : 0 };
-}
-
-interface FioSide {
-  readonly iops: number;
-  readonly bw_bytes: number;
-  readonly lat_ns?: { readonly percentile?: Record<string, number> };
-  readonly clat_ns?: { readonly percentile?: Record<string, number> };
-}
-
-async function runFio(fio: string, file: string, w: Workload): Promise<Sample | string> {
-  const rw = w.random ? `rand${w.rw}` : w.rw;
-  const r = await run(fio, [
-    '--name=bench', `--filename=${file}`, '--direct=1', '--ioengine=io_uring', `--rw=${rw}`, `--bs=${w.bs}`,
-    `--iodepth=${w.qd}`, '--time_based', `--runtime=${SECONDS}`, `--size=${CAPACITY}`, '--norandommap',
-    '--randrepeat=0', '--lat_percentiles=1', '--output-format=json',
-  ], (SECONDS + 30) * 1000);
-  if (r.code !== 0) return `fio failed (${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`;
-  const doc = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as {
-    jobs: { read: FioSide; write: FioSide; usr_cpu?: number; sys_cpu?: number }[];
-  };
-  const job = doc.jobs[0];
-  const side = w.rw === 'read' ? job?.read : job?.write;
-  if (job === undefined || side === undefined) return 'fio: no job in output';
-  const cpuShare = ((job.usr_cpu ?? 0) + (job.sys_cpu ?? 0)) / 100;
-  const pct = side.lat_ns?.percentile ?? side.clat_ns?.percentile ?? {};
-  return {
-    iops: side.iops, mbps: side.bw_bytes / 1e6,
-    p50us: (pct['50.000000'] ?? 0) / 1000, p99us: (pct['99.000000'] ?? 0) / 1000,
-    cpuUsPerOp: side.iops > 0 ? (cpuShare * 1e6) / side.iops : 0,
-  };
-}
-
-/** Fill the raw file once so fio's reads hit allocated extents and its writes overwrite in place. */
-async function preconditionRaw(path: string): Promise<void> {
-  const fd = openSync(path, 'w');
-  ftruncateSync(fd, CAPACITY);
-  closeSync(fd);
-  const f = await BlockFile.open(path, { write: true, direct: true });
-  const chunk = 1 << 20;
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    const buf = allocAligned(chunk, 4096);
-    for (let i = 0; i < chunk; i++) buf[i] = (i * 131) & 0xff;
-    while (next < CAPACITY) {
-      const off = next;
-      next += chunk;
-      await f.write(buf, off);
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, lane));
-  await f.flush();
-  await f.close();
 }
 
 /** Format the store and write its whole capacity through it (every chunk then has data and a CRC). */
@@ -384,7 +310,7 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   if (!info.ioUring) notes.push(`io_uring unavailable (${info.ioUringError ?? '?'}): the store ran on the thread pool`);
   if (WITH_FIO && fio === undefined) notes.push('fio not installed (apt-get install -y fio): no fio rows');
-  const selected = workloads.filter(w => ONLY === undefined || w.name.includes(ONLY));
+  const selected = BLOCK_WORKLOADS.filter(w => ONLY === undefined || w.name.includes(ONLY));
   const selectedFraming = WITH_FRAMING ? framingWorkloads.filter(w => ONLY === undefined || w.name.includes(ONLY)) : [];
 
   const dir = await mkdtemp(join(BASE_DIR, 'replica-store-bench-'));
@@ -413,7 +339,7 @@ async function main(): Promise<void> {
     }
     if (fio !== undefined && selected.length > 0) {
       progress.update(`preconditioning ${rawPath} (1 GiB)`);
-      await preconditionRaw(rawPath);
+      await preconditionFile(rawPath, CAPACITY);
     }
 
     if (selected.length > 0) {
@@ -433,7 +359,7 @@ async function main(): Promise<void> {
                 ours.set(w.name, [...(ours.get(w.name) ?? []), s]);
               } else if (fio !== undefined) {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: fio`);
-                const s = await runFio(fio, rawPath, w);
+                const s = await runFio(fio, rawPath, w, SECONDS, CAPACITY);
                 if (typeof s === 'string') notes.push(`${w.name}: ${s}`);
                 else theirs.set(w.name, [...(theirs.get(w.name) ?? []), s]);
               }
