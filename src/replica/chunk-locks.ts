@@ -3,32 +3,47 @@
 // (which is io_seq order on one connection) and a read never sees a chunk mid-write, whose data
 // and CRC would disagree.
 
+interface Holder {
+  /** Called when the holder releases: one call per chunk a later operation waits on. */
+  waiters: (() => void)[] | undefined;
+}
+
 export class ChunkLocks {
-  /** chunk -> the release promise of the last operation queued on it */
-  readonly #tails = new Map<number, Promise<void>>();
+  /** chunk -> the last operation queued on it */
+  readonly #tails = new Map<number, Holder>();
 
   get held(): number {
     return this.#tails.size;
   }
 
-  /** Resolves with a release function once every earlier operation on [first, last] has released. */
+  /**
+   * A release function once every earlier operation on [first, last] has released: at once (no
+   * promise, the case of nearly every I/O) when none is queued there, else through a promise.
+   */
   lock(first: number, last: number): Promise<() => void> | (() => void) {
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => { release = resolve; });
-    let waits: Promise<void>[] | undefined;
-    for (let c = first; c <= last; c++) {
-      const tail = this.#tails.get(c);
-      if (tail !== undefined) (waits ??= []).push(tail);
-      this.#tails.set(c, mine);
-    }
+    const me: Holder = { waiters: undefined };
     const unlock = (): void => {
       for (let c = first; c <= last; c++) {
-        if (this.#tails.get(c) === mine) this.#tails.delete(c);
+        if (this.#tails.get(c) === me) this.#tails.delete(c);
       }
-      release();
+      const waiters = me.waiters;
+      me.waiters = undefined;
+      if (waiters !== undefined) for (const w of waiters) w();
     };
-    // The uncontended case (nearly every I/O) returns synchronously: no extra promise turn.
-    if (waits === undefined) return unlock;
-    return Promise.all(waits).then(() => unlock);
+    let pending = 0;
+    let granted: ((u: () => void) => void) | undefined;
+    const onRelease = (): void => {
+      if (--pending === 0) granted!(unlock);
+    };
+    for (let c = first; c <= last; c++) {
+      const tail = this.#tails.get(c);
+      if (tail !== undefined) {
+        (tail.waiters ??= []).push(onRelease);
+        pending++;
+      }
+      this.#tails.set(c, me);
+    }
+    if (pending === 0) return unlock;
+    return new Promise((resolve) => { granted = resolve; });
   }
 }
