@@ -9,11 +9,13 @@
 // Output: a progress line on stderr, then a table and one JSON document on stdout.
 //
 // What is compared, honestly:
-// - ours serves its default FileBlockDevice: plain buffered fs I/O (no O_DIRECT yet), so reads of
-//   a file that fits in RAM come from the page cache and writes complete into it;
-// - tgtd with `--bsoflags direct` (O_DIRECT) goes to the device on every I/O; that is the
-//   production-like baseline but not like-for-like while our store is buffered;
-// - tgtd without bsoflags (buffered, like ours) is the fairer comparison of the iSCSI/SCSI path.
+// - ours is `npm start`: the target plus one replica process whose store does O_DIRECT with a
+//   CRC32C per 4 KiB chunk and an intent journal; every I/O crosses a loopback TCP hop to the
+//   replica. Its LUN is preconditioned through the target (a full sequential write), since its
+//   data lives in the replica store, not in a file the bench could fill beforehand;
+// - tgtd with `--bsoflags direct` (O_DIRECT) goes to the device on every I/O: the like-for-like
+//   baseline;
+// - tgtd without bsoflags (buffered) serves from the page cache: an upper bound for the iSCSI path.
 // - qemu-img bench has no random mode: it walks offsets with a fixed step and wraps. The 4 KiB
 //   workloads use a large odd step (~64 MiB) so consecutive requests land far apart (no merging,
 //   no readahead win), which is "strided", not random; 1 MiB workloads are sequential.
@@ -148,8 +150,8 @@ async function startOurs(dataDir: string, deadlineMs: number): Promise<TargetUnd
     throw new Error(`our target did not become ready: ${proc.log().trim()}`);
   }
   return {
-    id: 'ours', label: 'ours', io: 'buffered fs I/O (FileBlockDevice, no O_DIRECT yet)',
-    url: `iscsi://127.0.0.1:${m[1]}/${OUR_IQN}/0`, backingFile: join(dataDir, 'lun0.img'), proc, cleanup: () => undefined,
+    id: 'ours', label: 'ours', io: 'target + 1 replica process (O_DIRECT store, CRC32C per chunk, journal)',
+    url: `iscsi://127.0.0.1:${m[1]}/${OUR_IQN}/0`, backingFile: join(dataDir, 'replica-1.img'), proc, cleanup: () => undefined,
   };
 }
 
@@ -328,12 +330,11 @@ async function main(): Promise<number> {
   try {
     // Same size, same filesystem, fully written, before any target opens it.
     const files = {
-      ours: join(work, 'ours', 'lun0.img'),
       direct: join(work, 'tgtd-direct.img'),
       buffered: join(work, 'tgtd-buffered.img'),
     };
     await mkdir(join(work, 'ours'));
-    const toWrite = [files.ours, ...(tgtd !== undefined && tgtadm !== undefined ? [files.direct] : []),
+    const toWrite = [...(tgtd !== undefined && tgtadm !== undefined ? [files.direct] : []),
       ...(tgtd !== undefined && tgtadm !== undefined && settings.tgtdBuffered ? [files.buffered] : [])];
     for (const [i, f] of toWrite.entries()) {
       progress.update(`preconditioning backing file ${i + 1}/${toWrite.length} (${settings.sizeBytes / 2 ** 20} MiB)`);
@@ -341,7 +342,13 @@ async function main(): Promise<number> {
     }
 
     progress.update('starting targets');
-    targets.push(await startOurs(join(work, 'ours'), deadlineMs));
+    const ours = await startOurs(join(work, 'ours'), deadlineMs);
+    targets.push(ours);
+    // Ours keeps its data in the replica store: fill the whole LUN through the target.
+    progress.update(`preconditioning our LUN through the target (${settings.sizeBytes / 2 ** 20} MiB)`);
+    await qemuBench(qemuImg, ours.url, {
+      name: 'precondition', label: 'precondition', bs: 1 << 20, depth: 8, write: true, pattern: 'sequential', step: 1 << 20, warmupCount: 0,
+    }, settings.sizeBytes / (1 << 20), 600_000);
     if (tgtd === undefined || tgtadm === undefined) {
       notes.push('tgtd/tgtadm not installed (apt-get install tgt): no baseline measured');
     } else {
@@ -458,7 +465,7 @@ async function main(): Promise<number> {
       `LUN ${settings.sizeBytes / 2 ** 20} MiB preconditioned (fully written), ${machine.nproc} CPUs, node ${machine.node}`,
     ...targets.map(t => `  ${t.label.padEnd(14)} ${t.io}`),
     `  strided = 4 KiB requests stepping ${STRIDE_4K / 2 ** 20 | 0} MiB+ apart with wrap-around (qemu-img bench has no random mode); seq = sequential`,
-    '  ours is buffered: reads/writes of a LUN that fits in RAM are served by the page cache, while tgtd O_DIRECT hits the disk.',
+    '  ours and tgtd O_DIRECT hit the disk on every I/O; tgtd buffered serves a LUN that fits in RAM from the page cache.',
     '  ours/this = median IOPS of ours divided by median IOPS of that target (>1: ours faster).',
   ];
   process.stdout.write(`${header.join('\n')}\n\n${table}\n\n`);
