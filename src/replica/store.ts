@@ -901,6 +901,45 @@ export class ReplicaStore implements ReplicaStoreApi {
     });
   }
 
+  /**
+   * Rebuild sink: apply a run streamed from a healthy replica. Each chunk is written with its own
+   * io_seq, so a chunk that meanwhile received a newer write keeps it (the mutation path skips
+   * chunks whose io_seq is not older). Data is checked against the source's CRC32C first: a copy
+   * corrupted on the way is refused, never stored.
+   */
+  async applyRun(run: Pick<ChunkRun, 'offset' | 'ioSeqs' | 'crcs' | 'zero' | 'data'>): Promise<StoreWriteResult> {
+    const chunk = this.#chunk;
+    const count = run.ioSeqs.length;
+    if (run.offset % chunk !== 0 || run.data.length !== count * chunk || run.crcs.length !== count || run.zero.length !== count) {
+      throw new StoreError(StoreErrorCode.Invalid, `rebuild run at ${run.offset} is not whole chunks with one io_seq, CRC and zero flag each`, run.offset);
+    }
+    for (let i = 0; i < count; i++) {
+      if (run.zero[i] === 1) continue;
+      if (crc32c(run.data.subarray(i * chunk, (i + 1) * chunk)) !== run.crcs[i]) {
+        throw new StoreError(StoreErrorCode.Medium, `rebuild data for the chunk at ${run.offset + i * chunk} does not match its CRC32C`, run.offset + i * chunk);
+      }
+    }
+    let applied = 0;
+    let skipped = 0;
+    // Consecutive chunks with the same io_seq and kind go through the mutation path together.
+    for (let i = 0; i < count;) {
+      let j = i + 1;
+      while (j < count && run.ioSeqs[j] === run.ioSeqs[i] && run.zero[j] === run.zero[i]) j++;
+      const offset = run.offset + i * chunk;
+      const length = (j - i) * chunk;
+      const ioSeq = run.ioSeqs[i]!;
+      const r = ioSeq === 0
+        ? { applied: 0, skipped: j - i } // never written at the source: nothing to copy
+        : run.zero[i] === 1
+          ? await this.#mutate(offset, length, ioSeq, undefined, ChunkFlag.Zero)
+          : await this.#mutate(offset, length, ioSeq, run.data.subarray(i * chunk, j * chunk), 0);
+      applied += r.applied;
+      skipped += r.skipped;
+      i = j;
+    }
+    return { applied, skipped };
+  }
+
   /** fdatasync, coalesced: callers arriving while one runs share the next one. */
   flush(): Promise<void> {
     if (this.#closed) return Promise.reject(new StoreError(StoreErrorCode.Closed, 'the store is closed'));

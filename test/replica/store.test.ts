@@ -317,3 +317,34 @@ t.test('kill -9 during a write storm, then a full verify', async (t) => {
   t.ok(totalAcks > 100, 'the storm made progress');
   t.ok(totalReplayed > 0, 'recovery had journal records to replay');
 });
+
+t.test('applyRun (rebuild sink): copies older state, never overwrites newer writes, refuses corrupt data', async (t) => {
+  const source = await ReplicaStore.open(await fresh());
+  const sink = await ReplicaStore.open(await fresh());
+  t.teardown(async () => { await source.close(); await sink.close(); });
+  await source.write(0, pattern(8 * 4096, 1), 3);
+  await source.writeZeroes(8 * 4096, 2 * 4096, 4);
+  await source.write(20 * 4096, pattern(4096, 2), 7);
+  // The sink already has a newer write to chunk 2 (it arrived while the rebuild ran).
+  await sink.write(2 * 4096, pattern(4096, 9), 10);
+  let applied = 0;
+  let skipped = 0;
+  for await (const run of source.scan(0)) {
+    const r = await sink.applyRun(run);
+    applied += r.applied;
+    skipped += r.skipped;
+  }
+  t.equal(skipped, 1, 'the newer chunk was kept');
+  t.equal(applied, 8 - 1 + 2 + 1);
+  const got = await readAll(sink, 0, 21 * 4096);
+  const expect = Buffer.alloc(21 * 4096);
+  pattern(8 * 4096, 1).copy(expect, 0);
+  pattern(4096, 9).copy(expect, 2 * 4096);
+  pattern(4096, 2).copy(expect, 20 * 4096);
+  t.ok(got.data.equals(expect), 'sink holds the source data plus its own newer write');
+  t.same(got.ioSeqs.slice(0, 10), [3, 3, 10, 3, 3, 3, 3, 3, 4, 4]);
+  t.equal(sink.chunkState(8 * 4096).flags & ChunkFlag.Zero, ChunkFlag.Zero, 'zero chunks stay zero chunks');
+  const bad = { offset: 30 * 4096, ioSeqs: new Float64Array([12]), crcs: new Uint32Array([1234]), zero: new Uint8Array(1), data: pattern(4096, 5) };
+  await t.rejects(sink.applyRun(bad), { code: 'EMEDIUM' }, 'a copy that fails its CRC is refused');
+  t.same(sink.chunkState(30 * 4096), { ioSeq: 0, crc: 0, flags: 0 }, 'and not stored');
+});
