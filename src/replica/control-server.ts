@@ -8,11 +8,13 @@ import {
   MAX_RUN_BYTES,
   replicaControlServiceDefinition,
   type Decoded,
+  type RebuildEstimateReply,
   type RebuildRequest,
   type ResizeRequest,
   type SetEpochRequest,
   type StatusReply,
   type StatusRequest,
+  type StartRebuildRequest,
 } from '../protocol/replica/control-codec.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreError, type ChunkRun } from './store-api.js';
@@ -32,6 +34,13 @@ export interface ReplicaControlHandlers {
    * `signal` aborts when the peer cancels; the server then stops pulling from the iterable.
    */
   rebuild(sinceIoSeq: number, fromOffset: number, maxRunBytes: number, volumeUuid: string, signal: AbortSignal): AsyncIterable<ChunkRun>;
+  /** Bytes and chunks rebuild(sinceIoSeq, 0, …) would stream. Absent = UNIMPLEMENTED. */
+  rebuildEstimate?(sinceIoSeq: number, volumeUuid: string): Promise<RebuildEstimateReply>;
+  /**
+   * Start rebuilding this replica from another; resolve once started (not finished). Refuse a second
+   * one while running with ControlError('FAILED_PRECONDITION'). Absent = UNIMPLEMENTED.
+   */
+  startRebuild?(request: StartRebuildRequest): Promise<boolean>;
 }
 
 type GrpcStatusName = Exclude<keyof typeof grpc.status, 'OK'>;
@@ -133,6 +142,14 @@ export async function startControlServer(options: ControlServerOptions): Promise
     return codecs.resizeReply.encode({ capacityBytes: capacity ?? capacityBytes });
   });
 
+  const unimplemented = (method: string): never => {
+    throw new ControlError('UNIMPLEMENTED', `${method} is not served by this replica`);
+  };
+  const rebuildEstimate = unary<RebuildRequest>('RebuildEstimate', async ({ sinceIoSeq, volumeUuid }) =>
+    codecs.rebuildEstimateReply.encode(await (handlers.rebuildEstimate?.(sinceIoSeq, volumeUuid) ?? unimplemented('RebuildEstimate'))));
+  const startRebuild = unary<StartRebuildRequest>('StartRebuild', async (request) =>
+    codecs.startRebuildReply.encode({ started: await (handlers.startRebuild?.(request) ?? unimplemented('StartRebuild')) }));
+
   const rebuild: grpc.handleServerStreamingCall<Decoded<RebuildRequest>, Buffer> = (call) => {
     const decoded = call.request;
     if (!decoded.ok) {
@@ -203,7 +220,7 @@ export async function startControlServer(options: ControlServerOptions): Promise
   };
 
   const server = new grpc.Server();
-  server.addService(replicaControlServiceDefinition, { status, setEpoch, resize, rebuild });
+  server.addService(replicaControlServiceDefinition, { status, setEpoch, resize, rebuild, rebuildEstimate, startRebuild });
 
   const bindHost = host.includes(':') ? `[${host}]` : host;
   const port = await new Promise<number>((resolve, reject) => {

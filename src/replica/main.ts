@@ -14,11 +14,15 @@ import { formatStore, ReplicaStore } from './store.js';
 import { StoreError, StoreErrorCode } from './store-api.js';
 import { ControlError, startControlServer, type ControlServer } from './control-server.js';
 import { TargetLink } from './target-link.js';
+import { RebuildSink } from './rebuild-sink.js';
+import { estimateRebuild } from './rebuild-estimate.js';
 
 export interface RunningReplica {
   readonly store: ReplicaStore;
   readonly control: ControlServer;
   readonly link: TargetLink;
+  /** The last or current rebuild started through StartRebuild. */
+  readonly rebuild: RebuildSink | undefined;
   stop(): Promise<void>;
 }
 
@@ -56,6 +60,13 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
   const store = await openStore(config, logger.child({ component: 'store' }));
   let link: TargetLink | undefined;
   let control: ControlServer;
+  let sink: RebuildSink | undefined;
+  const rebuildLog = logger.child({ component: 'rebuild' });
+  const checkVolume = (volumeUuid: string): void => {
+    if (volumeUuid !== store.info.volumeUuid) {
+      throw new ControlError('FAILED_PRECONDITION', `this replica belongs to volume ${store.info.volumeUuid}, not ${volumeUuid}`);
+    }
+  };
   try {
     control = await startControlServer({
       host: config.control.host,
@@ -66,11 +77,13 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           const s = store.stats();
           const responder = link?.responder?.counters();
           const info = store.info;
+          const rebuild = sink?.status();
+          const rebuilding = rebuild?.state === 'running' || rebuild?.state === 'backoff';
           return {
             volumeName: info.volumeName,
             volumeUuid: info.volumeUuid,
             replicaId: info.replicaId,
-            state: 'ready',
+            state: rebuilding ? 'rebuilding' : 'ready',
             epoch: info.epoch,
             checkpointedIoSeq: info.checkpointedIoSeq,
             highestIoSeq: info.highestIoSeq,
@@ -87,6 +100,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
                 + responder.responses.StaleEpoch + responder.responses.Invalid,
             },
             dataConnected: link?.state === 'connected',
+            ...(rebuild === undefined ? {} : { rebuild }),
           };
         },
         setEpoch: async (epoch) => {
@@ -101,10 +115,33 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           return store.info.capacityBytes;
         },
         rebuild: (sinceIoSeq, fromOffset, maxRunBytes, volumeUuid) => {
-          if (volumeUuid !== store.info.volumeUuid) {
-            throw new ControlError('FAILED_PRECONDITION', `this replica belongs to volume ${store.info.volumeUuid}, not ${volumeUuid}`);
-          }
+          checkVolume(volumeUuid);
           return store.scan(sinceIoSeq, { fromOffset, maxRunBytes });
+        },
+        rebuildEstimate: async (sinceIoSeq, volumeUuid) => {
+          checkVolume(volumeUuid);
+          const { capacityBytes, chunkSize } = store.info;
+          return estimateRebuild({ chunkState: (offset) => store.chunkState(offset), capacityBytes, chunkSize, sinceIoSeq });
+        },
+        startRebuild: async ({ sourceAddress, sinceIoSeq, rateBytesPerSec, volumeUuid }) => {
+          checkVolume(volumeUuid);
+          if (sourceAddress === '') throw new ControlError('INVALID_ARGUMENT', 'source_address is required');
+          if (sourceAddress === control.address) throw new ControlError('INVALID_ARGUMENT', 'a replica cannot rebuild from itself');
+          const state = sink?.progress().state;
+          if (state === 'running' || state === 'backoff') {
+            throw new ControlError('FAILED_PRECONDITION', `a rebuild from ${sink!.source} is already running`);
+          }
+          const current = new RebuildSink({ store, source: sourceAddress, sinceIoSeq, rateBytesPerSec, logger: rebuildLog });
+          sink = current;
+          void current.start().then((p) => {
+            if (p.state === 'done') {
+              rebuildLog.info({ source: sourceAddress, since: sinceIoSeq, bytes: p.bytesDone, seconds: p.elapsedSeconds, attempts: p.attempts },
+                `rebuild complete: ${p.bytesDone} bytes in ${p.elapsedSeconds.toFixed(1)} s`);
+            } else {
+              rebuildLog.error({ source: sourceAddress, since: sinceIoSeq, bytes: p.bytesDone, attempts: p.attempts, reason: p.lastError }, 'rebuild failed');
+            }
+          });
+          return true;
         },
       },
     });
@@ -125,8 +162,12 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     store,
     control,
     link,
+    get rebuild() {
+      return sink;
+    },
     stop: () => {
       stopping ??= (async () => {
+        await sink?.stop();
         await link.stop();
         await control.close();
         await store.close();

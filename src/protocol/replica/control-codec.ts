@@ -40,6 +40,40 @@ export interface StatusReply {
   readonly pid: number;
   readonly counters: ReplicaCounters;
   readonly dataConnected: boolean;
+  /** The last or current rebuild of this replica; absent when none was started. */
+  readonly rebuild?: RebuildStatus;
+}
+
+export type RebuildState = 'idle' | 'running' | 'backoff' | 'done' | 'failed';
+
+export interface RebuildStatus {
+  readonly state: RebuildState;
+  readonly bytesDone: number;
+  /** Estimate (0 = unknown); never below bytesDone. */
+  readonly bytesTotal: number;
+  readonly rateBytesPerSec: number;
+  /** -1 = unknown. */
+  readonly etaSeconds: number;
+  readonly source: string;
+  readonly attempts: number;
+  readonly lastError: string;
+}
+
+export interface RebuildEstimateReply {
+  readonly bytes: number;
+  readonly chunks: number;
+}
+
+export interface StartRebuildRequest {
+  readonly sourceAddress: string;
+  readonly sinceIoSeq: number;
+  /** 0 = unlimited. */
+  readonly rateBytesPerSec: number;
+  readonly volumeUuid: string;
+}
+
+export interface StartRebuildReply {
+  readonly started: boolean;
 }
 
 export interface SetEpochRequest {
@@ -171,6 +205,38 @@ function countersFromWire(raw: unknown): ReplicaCounters {
   return out as unknown as ReplicaCounters;
 }
 
+const REBUILD_STATES: readonly RebuildState[] = ['idle', 'running', 'backoff', 'done', 'failed'];
+
+function rebuildStatusToWire(m: RebuildStatus): Raw {
+  return {
+    state: m.state,
+    bytesDone: checkU64(m.bytesDone, 'rebuild.bytes_done'),
+    bytesTotal: checkU64(m.bytesTotal, 'rebuild.bytes_total'),
+    rateBytesPerSec: m.rateBytesPerSec,
+    etaSeconds: m.etaSeconds,
+    source: m.source,
+    attempts: checkU32(m.attempts, 'rebuild.attempts'),
+    lastError: m.lastError,
+  };
+}
+
+function rebuildStatusFromWire(raw: unknown): RebuildStatus | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const r = raw as Raw;
+  const state = str(r['state']);
+  return {
+    // An unknown state from a newer peer reads as idle rather than failing the whole Status call.
+    state: (REBUILD_STATES as readonly string[]).includes(state) ? (state as RebuildState) : 'idle',
+    bytesDone: fromU64(r['bytesDone'], 'rebuild.bytes_done'),
+    bytesTotal: fromU64(r['bytesTotal'], 'rebuild.bytes_total'),
+    rateBytesPerSec: num(r['rateBytesPerSec']),
+    etaSeconds: num(r['etaSeconds']),
+    source: str(r['source']),
+    attempts: num(r['attempts']),
+    lastError: str(r['lastError']),
+  };
+}
+
 function chunkRunToWire(m: ChunkRun): Raw {
   const n = m.ioSeqs.length;
   if (m.crcs.length !== n || m.zeroMask.length !== n) {
@@ -217,6 +283,7 @@ export const codecs = {
       pid: checkU32(m.pid, 'pid'),
       counters: countersToWire(m.counters),
       dataConnected: m.dataConnected,
+      ...(m.rebuild === undefined ? {} : { rebuild: rebuildStatusToWire(m.rebuild) }),
     }),
     (r) => ({
       volumeName: str(r['volumeName']), volumeUuid: str(r['volumeUuid']), replicaId: str(r['replicaId']), state: str(r['state']),
@@ -230,6 +297,7 @@ export const codecs = {
       pid: num(r['pid']),
       counters: countersFromWire(r['counters']),
       dataConnected: r['dataConnected'] === true,
+      ...((rebuild) => (rebuild === undefined ? {} : { rebuild }))(rebuildStatusFromWire(r['rebuild'])),
     }),
   ),
   setEpochRequest: codec<SetEpochRequest>('SetEpochRequest',
@@ -258,6 +326,26 @@ export const codecs = {
     }),
   ),
   chunkRun: codec<ChunkRun>('ChunkRun', chunkRunToWire, chunkRunFromWire),
+  rebuildEstimateReply: codec<RebuildEstimateReply>('RebuildEstimateReply',
+    (m) => ({ bytes: checkU64(m.bytes, 'bytes'), chunks: checkU64(m.chunks, 'chunks') }),
+    (r) => ({ bytes: fromU64(r['bytes'], 'bytes'), chunks: fromU64(r['chunks'], 'chunks') })),
+  startRebuildRequest: codec<StartRebuildRequest>(
+    'StartRebuildRequest',
+    (m) => ({
+      sourceAddress: m.sourceAddress,
+      sinceIoSeq: checkU64(m.sinceIoSeq, 'since_io_seq'),
+      rateBytesPerSec: checkU64(m.rateBytesPerSec, 'rate_bytes_per_sec'),
+      volumeUuid: m.volumeUuid,
+    }),
+    (r) => ({
+      sourceAddress: str(r['sourceAddress']),
+      sinceIoSeq: fromU64(r['sinceIoSeq'], 'since_io_seq'),
+      rateBytesPerSec: fromU64(r['rateBytesPerSec'], 'rate_bytes_per_sec'),
+      volumeUuid: str(r['volumeUuid']),
+    }),
+  ),
+  startRebuildReply: codec<StartRebuildReply>('StartRebuildReply',
+    (m) => ({ started: m.started }), (r) => ({ started: r['started'] === true })),
 } as const;
 
 // ---- service definition -----------------------------------------------------------------------
@@ -302,6 +390,8 @@ export const replicaControlServiceDefinition = {
   setEpoch: method('SetEpoch', codecs.setEpochRequest, false),
   resize: method('Resize', codecs.resizeRequest, false),
   rebuild: method('Rebuild', codecs.rebuildRequest, true),
+  rebuildEstimate: method('RebuildEstimate', codecs.rebuildRequest, false),
+  startRebuild: method('StartRebuild', codecs.startRebuildRequest, false),
 } as const satisfies grpc.ServiceDefinition;
 
 // ---- client -----------------------------------------------------------------------------------
@@ -323,6 +413,10 @@ export interface ReplicaControlClient {
    * Failures are grpc.ServiceError (code = grpc.status), or the signal's reason when aborted.
    */
   rebuild(request: RebuildRequest, options?: ControlCallOptions): AsyncIterable<ChunkRun>;
+  /** What rebuild(request) would stream, in bytes and chunks (from_offset and max_run_bytes are ignored). */
+  rebuildEstimate(request: RebuildRequest, options?: ControlCallOptions): Promise<RebuildEstimateReply>;
+  /** Ask this replica to rebuild itself from another (it pulls); progress is in status().rebuild. */
+  startRebuild(request: StartRebuildRequest, options?: ControlCallOptions): Promise<StartRebuildReply>;
   close(): void;
 }
 
@@ -388,6 +482,8 @@ export function createReplicaControlClient(address: string, options: ReplicaCont
     setEpoch: (req, opts) => unary(def.setEpoch.path, codecs.setEpochRequest, codecs.setEpochReply, req, opts),
     resize: (req, opts) => unary(def.resize.path, codecs.resizeRequest, codecs.resizeReply, req, opts),
     rebuild,
+    rebuildEstimate: (req, opts) => unary(def.rebuildEstimate.path, codecs.rebuildRequest, codecs.rebuildEstimateReply, req, opts),
+    startRebuild: (req, opts) => unary(def.startRebuild.path, codecs.startRebuildRequest, codecs.startRebuildReply, req, opts),
     close: () => client.close(),
   };
 }
