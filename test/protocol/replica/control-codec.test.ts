@@ -155,3 +155,20 @@ t.test('server-side deserializer reports bad requests instead of throwing', asyn
   t.equal(replicaControlServiceDefinition.rebuild.responseStream, true);
   t.equal(replicaControlServiceDefinition.status.path, '/cstor.replica.v1.ReplicaControl/Status');
 });
+
+t.test('rebuild control messages round trip: StartRebuild, RebuildEstimate, status with rebuild progress', async (t) => {
+  const start = { sourceAddress: '127.0.0.1:40001', sinceIoSeq: 2 ** 40 + 3, rateBytesPerSec: 50 << 20, volumeUuid: status.volumeUuid };
+  t.same(codecs.startRebuildRequest.decode(codecs.startRebuildRequest.encode(start)), start);
+  t.same(codecs.startRebuildReply.decode(codecs.startRebuildReply.encode({ started: true })), { started: true });
+  t.same(codecs.rebuildEstimateReply.decode(codecs.rebuildEstimateReply.encode({ bytes: 2 ** 45, chunks: 2 ** 33 })), { bytes: 2 ** 45, chunks: 2 ** 33 });
+  const withRebuild: StatusReply = {
+    ...status,
+    state: 'rebuilding',
+    rebuild: {
+      state: 'running', bytesDone: 2 ** 35, bytesTotal: 2 ** 36, rateBytesPerSec: 123456, etaSeconds: 42.5,
+      source: '127.0.0.1:40001', attempts: 2, lastError: 'UNAVAILABLE: peer went away',
+    },
+  };
+  t.same(codecs.statusReply.decode(codecs.statusReply.encode(withRebuild)), withRebuild);
+  t.throws(() => codecs.startRebuildRequest.encode({ ...start, sinceIoSeq: 2 ** 53 }), U64RangeError, 'io_seq beyond 2^53 refused');
+});
