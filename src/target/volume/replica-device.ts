@@ -2,12 +2,9 @@
 // mutating request takes the next io_seq, starting above the highest the replica reported in HELLO,
 // so the replica can tell a newer write from a replayed older one. Imports only the protocol and the
 // target-side connection, never src/replica.
-import { ReplicaIoError, ReplicaStatus } from '../../protocol/replica/frame.js';
-import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
+import { blockDeviceErrorFor, inPieces, requestOffset } from './replica-requests.js';
+import type { BlockDevice, BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
-
-/** Largest single request to a replica (its responder refuses more than 16 MiB). */
-const MAX_REQUEST_BYTES = 4 << 20;
 
 export interface ReplicaBlockDeviceOptions {
   readonly connection: ReplicaConnection;
@@ -46,78 +43,67 @@ export class ReplicaBlockDevice implements BlockDevice {
 
   async read(lba: bigint, blocks: number, into: Buffer): Promise<void> {
     if (blocks === 0) return;
-    const offset = this.#offset(lba, blocks);
+    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     const length = blocks * this.blockSize;
     try {
-      await this.#pieces(length, async (at, n) => {
+      await inPieces(length, async (at, n) => {
         const { data } = await this.#conn.read(offset + at, n, this.#epoch);
         data.copy(into, at, 0, n);
       });
     } catch (err) {
-      throw this.#map(err);
+      throw blockDeviceErrorFor(err, this.blockSize);
     }
   }
 
   async write(lba: bigint, data: Buffer, options?: BlockDeviceWriteOptions): Promise<void> {
     if (data.length === 0) return;
-    const offset = this.#offset(lba, data.length / this.blockSize);
+    const offset = requestOffset(lba, data.length / this.blockSize, this.#blockCount, this.blockSize);
     const fua = options?.fua === true;
     try {
-      await this.#pieces(data.length, (at, n) =>
+      await inPieces(data.length, (at, n) =>
         this.#conn.write(offset + at, data.subarray(at, at + n), { epoch: this.#epoch, ioSeq: this.#takeIoSeq(), fua }));
     } catch (err) {
-      throw this.#map(err);
+      throw blockDeviceErrorFor(err, this.blockSize);
     }
   }
 
-  /** Large requests go to the replica in bounded pieces, all in flight at once. */
-  async #pieces(length: number, op: (at: number, n: number) => Promise<unknown>): Promise<void> {
-    if (length <= MAX_REQUEST_BYTES) {
-      await op(0, length);
-      return;
-    }
-    const ops: Promise<unknown>[] = [];
-    for (let at = 0; at < length; at += MAX_REQUEST_BYTES) ops.push(op(at, Math.min(MAX_REQUEST_BYTES, length - at)));
-    // Every piece settles before the caller may reuse its buffer.
-    const results = await Promise.allSettled(ops);
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
-  }
+
 
   async flush(): Promise<void> {
     try {
       await this.#conn.sync(this.#epoch);
     } catch (err) {
-      throw this.#map(err);
+      throw blockDeviceErrorFor(err, this.blockSize);
     }
   }
 
   async unmap(lba: bigint, blocks: number): Promise<void> {
     if (blocks === 0) return;
-    const offset = this.#offset(lba, blocks);
+    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     try {
-      await this.#pieces(blocks * this.blockSize, (at, n) => this.#conn.unmap(offset + at, n, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() }));
+      await inPieces(blocks * this.blockSize, (at, n) => this.#conn.unmap(offset + at, n, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() }));
     } catch (err) {
-      throw this.#map(err);
+      throw blockDeviceErrorFor(err, this.blockSize);
     }
   }
 
   async writeZeroes(lba: bigint, blocks: number): Promise<void> {
     if (blocks === 0) return;
-    const offset = this.#offset(lba, blocks);
+    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     try {
-      await this.#pieces(blocks * this.blockSize, (at, n) => this.#conn.writeZeroes(offset + at, n, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() }));
+      await inPieces(blocks * this.blockSize, (at, n) => this.#conn.writeZeroes(offset + at, n, { epoch: this.#epoch, ioSeq: this.#takeIoSeq() }));
     } catch (err) {
-      throw this.#map(err);
+      throw blockDeviceErrorFor(err, this.blockSize);
     }
   }
 
   async mapStatus(lba: bigint, maxBlocks: number): Promise<{ readonly blocks: number; readonly mapped: boolean }> {
-    const offset = this.#offset(lba, Math.max(1, maxBlocks));
+    const offset = requestOffset(lba, Math.max(1, maxBlocks), this.#blockCount, this.blockSize);
     try {
       const extent = await this.#conn.mapStatus(offset, Math.max(1, maxBlocks) * this.blockSize, this.#epoch);
       return { blocks: Math.max(1, Math.floor(extent.length / this.blockSize)), mapped: extent.mapped };
     } catch (err) {
-      throw this.#map(err);
+      throw blockDeviceErrorFor(err, this.blockSize);
     }
   }
 
@@ -135,26 +121,5 @@ export class ReplicaBlockDevice implements BlockDevice {
     return this.#nextIoSeq++;
   }
 
-  /** Byte offset of a range checked against capacity (the replica checks too; this keeps numbers safe). */
-  #offset(lba: bigint, blocks: number): number {
-    if (lba < 0n || lba + BigInt(blocks) > this.#blockCount) {
-      throw new BlockDeviceError('ERANGE', `lba ${lba}+${blocks} beyond capacity ${this.#blockCount}`);
-    }
-    return Number(lba) * this.blockSize;
-  }
 
-  #map(err: unknown): BlockDeviceError {
-    if (err instanceof BlockDeviceError) return err;
-    if (!(err instanceof ReplicaIoError)) return new BlockDeviceError('EIO', err instanceof Error ? err.message : String(err));
-    switch (err.status) {
-      case ReplicaStatus.MediumError: {
-        const lba = err.offset === undefined ? undefined : BigInt(Math.floor(err.offset / this.blockSize));
-        return new BlockDeviceError('EMEDIUM', err.message, lba);
-      }
-      case ReplicaStatus.NoSpace: return new BlockDeviceError('ENOSPC', err.message);
-      case ReplicaStatus.OutOfRange: return new BlockDeviceError('ERANGE', err.message);
-      case ReplicaStatus.Closed: return new BlockDeviceError('EOFFLINE', err.message);
-      default: return new BlockDeviceError('EIO', err.message);
-    }
-  }
 }

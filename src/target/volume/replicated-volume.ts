@@ -11,11 +11,10 @@
 
 import { ReplicaIoError, ReplicaStatus } from '../../protocol/replica/frame.js';
 import type { Logger } from '../../shared/logger.js';
+import { blockDeviceErrorFor, inPieces, requestOffset } from './replica-requests.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
 
-/** Largest single request to a replica (its responder refuses more than 16 MiB). */
-const MAX_REQUEST_BYTES = 4 << 20;
 
 export type ReplicaState = 'healthy' | 'degraded' | 'rebuilding' | 'offline';
 export type VolumeState = 'healthy' | 'degraded' | 'offline';
@@ -252,21 +251,21 @@ export class ReplicatedVolume implements BlockDevice {
 
   async read(lba: bigint, blocks: number, into: Buffer): Promise<void> {
     if (blocks === 0) return;
-    const offset = this.#offset(lba, blocks);
+    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     const deadline = Date.now() + this.#holdMs;
     this.#reads++;
-    await this.#pieces(blocks * this.blockSize, (at, n) => this.#readPiece(offset + at, n, into.subarray(at, at + n), deadline));
+    await inPieces(blocks * this.blockSize, (at, n) => this.#readPiece(offset + at, n, into.subarray(at, at + n), deadline));
   }
 
   async write(lba: bigint, data: Buffer, options?: BlockDeviceWriteOptions): Promise<void> {
     if (data.length === 0) return;
-    const offset = this.#offset(lba, data.length / this.blockSize);
+    const offset = requestOffset(lba, data.length / this.blockSize, this.#blockCount, this.blockSize);
     const fua = options?.fua === true;
     const deadline = Date.now() + this.#holdMs;
     this.#writes++;
     // Our own copy: stragglers still send it after the caller got its buffer back.
     const copy = Buffer.from(data);
-    await this.#pieces(copy.length, (at, n) => {
+    await inPieces(copy.length, (at, n) => {
       const piece = copy.subarray(at, at + n);
       return this.#mutate(deadline, (c, ioSeq) => c.write(offset + at, piece, { epoch: this.#epoch, ioSeq, fua }));
     });
@@ -285,32 +284,32 @@ export class ReplicatedVolume implements BlockDevice {
 
   async unmap(lba: bigint, blocks: number): Promise<void> {
     if (blocks === 0) return;
-    const offset = this.#offset(lba, blocks);
+    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     const deadline = Date.now() + this.#holdMs;
     this.#writes++;
-    await this.#pieces(blocks * this.blockSize, (at, n) =>
+    await inPieces(blocks * this.blockSize, (at, n) =>
       this.#mutate(deadline, (c, ioSeq) => c.unmap(offset + at, n, { epoch: this.#epoch, ioSeq })));
   }
 
   async writeZeroes(lba: bigint, blocks: number): Promise<void> {
     if (blocks === 0) return;
-    const offset = this.#offset(lba, blocks);
+    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     const deadline = Date.now() + this.#holdMs;
     this.#writes++;
-    await this.#pieces(blocks * this.blockSize, (at, n) =>
+    await inPieces(blocks * this.blockSize, (at, n) =>
       this.#mutate(deadline, (c, ioSeq) => c.writeZeroes(offset + at, n, { epoch: this.#epoch, ioSeq })));
   }
 
   async mapStatus(lba: bigint, maxBlocks: number): Promise<{ readonly blocks: number; readonly mapped: boolean }> {
     const n = Math.max(1, maxBlocks);
-    const offset = this.#offset(lba, n);
+    const offset = requestOffset(lba, n, this.#blockCount, this.blockSize);
     const deadline = Date.now() + this.#holdMs;
     const tried = new Set<Slot>();
     let lastErr: unknown = new BlockDeviceError('EOFFLINE', 'no healthy replica');
     for (;;) {
       await this.#waitQuorum(deadline);
       const slot = this.#pickHealthy(tried);
-      if (slot === undefined) throw this.#map(lastErr);
+      if (slot === undefined) throw blockDeviceErrorFor(lastErr, this.blockSize);
       tried.add(slot);
       const conn = slot.conn!;
       try {
@@ -344,17 +343,7 @@ export class ReplicatedVolume implements BlockDevice {
 
   // ---- internals ----
 
-  /** Large requests go in bounded pieces, all in flight at once; every piece settles before returning. */
-  async #pieces(length: number, op: (at: number, n: number) => Promise<unknown>): Promise<void> {
-    if (length <= MAX_REQUEST_BYTES) {
-      await op(0, length);
-      return;
-    }
-    const ops: Promise<unknown>[] = [];
-    for (let at = 0; at < length; at += MAX_REQUEST_BYTES) ops.push(op(at, Math.min(MAX_REQUEST_BYTES, length - at)));
-    const results = await Promise.allSettled(ops);
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
-  }
+
 
   /**
    * One mutating request to every healthy and rebuilding replica; resolves on W healthy acks. If the
@@ -426,7 +415,7 @@ export class ReplicatedVolume implements BlockDevice {
     for (;;) {
       await this.#waitQuorum(deadline);
       const slot = this.#pickHealthy(tried);
-      if (slot === undefined) throw this.#map(lastErr);
+      if (slot === undefined) throw blockDeviceErrorFor(lastErr, this.blockSize);
       tried.add(slot);
       const conn = slot.conn!;
       try {
@@ -647,26 +636,5 @@ export class ReplicatedVolume implements BlockDevice {
     });
   }
 
-  /** Byte offset of a range checked against capacity. */
-  #offset(lba: bigint, blocks: number): number {
-    if (lba < 0n || lba + BigInt(blocks) > this.#blockCount) {
-      throw new BlockDeviceError('ERANGE', `lba ${lba}+${blocks} beyond capacity ${this.#blockCount}`);
-    }
-    return Number(lba) * this.blockSize;
-  }
 
-  #map(err: unknown): BlockDeviceError {
-    if (err instanceof BlockDeviceError) return err;
-    if (!(err instanceof ReplicaIoError)) return new BlockDeviceError('EIO', err instanceof Error ? err.message : String(err));
-    switch (err.status) {
-      case ReplicaStatus.MediumError: {
-        const lba = err.offset === undefined ? undefined : BigInt(Math.floor(err.offset / this.blockSize));
-        return new BlockDeviceError('EMEDIUM', err.message, lba);
-      }
-      case ReplicaStatus.NoSpace: return new BlockDeviceError('ENOSPC', err.message);
-      case ReplicaStatus.OutOfRange: return new BlockDeviceError('ERANGE', err.message);
-      case ReplicaStatus.Closed: return new BlockDeviceError('EOFFLINE', err.message);
-      default: return new BlockDeviceError('EIO', err.message);
-    }
-  }
 }
