@@ -131,14 +131,18 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           if (state === 'running' || state === 'backoff') {
             throw new ControlError('FAILED_PRECONDITION', `a rebuild from ${sink!.source} is already running`);
           }
-          const current = new RebuildSink({ store, source: sourceAddress, sinceIoSeq, rateBytesPerSec, logger: rebuildLog });
+          // Persisted first: a restart before the end still reports this replica as out of sync.
+          await store.beginRebuild(sinceIoSeq);
+          const since = store.info.rebuildingSince ?? sinceIoSeq;
+          const current = new RebuildSink({ store, source: sourceAddress, sinceIoSeq: since, rateBytesPerSec, logger: rebuildLog });
           sink = current;
-          void current.start().then((p) => {
+          void current.start().then(async (p) => {
             if (p.state === 'done') {
-              rebuildLog.info({ source: sourceAddress, since: sinceIoSeq, bytes: p.bytesDone, seconds: p.elapsedSeconds, attempts: p.attempts },
+              await store.endRebuild().catch((err: unknown) => rebuildLog.error({ err }, 'could not record the finished rebuild'));
+              rebuildLog.info({ source: sourceAddress, since, bytes: p.bytesDone, seconds: p.elapsedSeconds, attempts: p.attempts },
                 `rebuild complete: ${p.bytesDone} bytes in ${p.elapsedSeconds.toFixed(1)} s`);
             } else {
-              rebuildLog.error({ source: sourceAddress, since: sinceIoSeq, bytes: p.bytesDone, attempts: p.attempts, reason: p.lastError }, 'rebuild failed');
+              rebuildLog.error({ source: sourceAddress, since, bytes: p.bytesDone, attempts: p.attempts, reason: p.lastError }, 'rebuild failed');
             }
           });
           return true;

@@ -17,6 +17,8 @@ export interface StoreInfo {
   readonly checkpointedIoSeq: number;
   /** Highest io_seq applied to any chunk (≥ checkpointedIoSeq). */
   readonly highestIoSeq: number;
+  /** Set while a rebuild is unfinished (persisted): it must cover every write newer than this io_seq. */
+  readonly rebuildingSince?: number;
 }
 
 export interface StoreStats {

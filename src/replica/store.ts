@@ -40,7 +40,7 @@ import {
   DEFAULT_CHUNK_SIZE, DEFAULT_JOURNAL_BYTES, MIN_JOURNAL_BYTES, layoutForDevice, layoutForFile, type StoreLayout,
 } from './store-layout.js';
 import {
-  SUPERBLOCK_REGION_BYTES, encodeSuperblock, nextSuperblock, selectSuperblock, type Superblock,
+  SUPERBLOCK_REGION_BYTES, SuperblockFlag, encodeSuperblock, nextSuperblock, selectSuperblock, type Superblock,
 } from './superblock.js';
 import {
   StoreError, StoreErrorCode, type ChunkRun, type MapExtent, type ReplicaStoreApi, type StoreInfo, type StoreReadResult,
@@ -228,6 +228,7 @@ export async function formatStore(path: string, options: FormatOptions): Promise
       journalLength: BigInt(layout.journalLength),
       journalCheckpointSeq: 0n,
       journalNonce: randomBytes(4).readUInt32LE(0),
+      rebuildSinceIoSeq: 0n,
     };
     const slot = encodeSuperblock(superblock); // validates every field before anything is written
     if (!isBlockDevice && file.size < needed) await truncate(path, needed);
@@ -269,7 +270,9 @@ export async function formatStore(path: string, options: FormatOptions): Promise
 }
 
 function infoOf(sb: Superblock, highestIoSeq: number): StoreInfo {
+  const rebuilding = (sb.flags & SuperblockFlag.Rebuilding) !== 0;
   return {
+    ...(rebuilding ? { rebuildingSince: Number(sb.rebuildSinceIoSeq) } : {}),
     volumeName: sb.volumeName,
     volumeUuid: sb.volumeUuid,
     replicaId: sb.replicaId,
@@ -983,6 +986,23 @@ export class ReplicaStore implements ReplicaStoreApi {
       if (BigInt(epoch) < sb.epoch) throw new StoreError(StoreErrorCode.StaleEpoch, `epoch ${epoch} is older than the persisted epoch ${sb.epoch}`);
       return BigInt(epoch) === sb.epoch ? undefined : { epoch: BigInt(epoch) };
     });
+  }
+
+  /**
+   * Persist that a rebuild covering every write newer than `sinceIoSeq` has started, so a restart
+   * in the middle is still known to be out of sync. An unfinished one keeps the older starting point.
+   */
+  beginRebuild(sinceIoSeq: number): Promise<void> {
+    return this.#updateSuperblock((sb) => {
+      const since = (sb.flags & SuperblockFlag.Rebuilding) !== 0 ? BigInt(Math.min(sinceIoSeq, Number(sb.rebuildSinceIoSeq))) : BigInt(sinceIoSeq);
+      return { flags: sb.flags | SuperblockFlag.Rebuilding, rebuildSinceIoSeq: since };
+    });
+  }
+
+  /** The rebuild finished: this replica holds everything its source had. */
+  endRebuild(): Promise<void> {
+    return this.#updateSuperblock((sb) => ((sb.flags & SuperblockFlag.Rebuilding) === 0 ? undefined
+      : { flags: sb.flags & ~SuperblockFlag.Rebuilding, rebuildSinceIoSeq: 0n }));
   }
 
   async resize(capacityBytes: number): Promise<void> {

@@ -28,6 +28,7 @@
 //                                      (which the journal also holds) can never pose as a record
 // 128  volume name length u16      2, then the UTF-8 name (≤ 255 bytes) at 130
 // 386  replica id length u16       2, then the UTF-8 id (≤ 64 bytes) at 388
+// 456  rebuild since io_seq u64    8   with flag REBUILDING: a rebuild from this io_seq is unfinished
 // 4092 CRC32C of bytes 0..4091     4
 
 import { crc32c } from '../protocol/iscsi/digest.js';
@@ -61,7 +62,14 @@ export interface Superblock {
   readonly journalLength: bigint;
   readonly journalCheckpointSeq: bigint;
   readonly journalNonce: number;
+  /** Meaningful with SuperblockFlag.Rebuilding: the rebuild must cover every write newer than this. */
+  readonly rebuildSinceIoSeq: bigint;
 }
+
+export const SuperblockFlag = {
+  /** A rebuild of this replica started and has not finished: it is not in sync, whatever its io_seqs say. */
+  Rebuilding: 1,
+} as const;
 
 export const SuperblockErrorCode = {
   /** No magic: the slot was never formatted (or belongs to something else). */
@@ -112,7 +120,7 @@ function validate(sb: Superblock): void {
   'journal overlaps another region');
   checkField(sb.journalOffset % 4096n === 0n && sb.journalLength % 4096n === 0n, 'journal must be 4 KiB aligned');
   checkField(sb.dataOffset % 4096n === 0n && sb.metadataOffset % 4096n === 0n, 'regions must be 4 KiB aligned');
-  for (const v of [sb.generation, sb.epoch, sb.checkpointedIoSeq, sb.journalCheckpointSeq]) checkField(v >= 0n && v < 1n << 64n, 'counter out of range');
+  for (const v of [sb.generation, sb.epoch, sb.checkpointedIoSeq, sb.journalCheckpointSeq, sb.rebuildSinceIoSeq]) checkField(v >= 0n && v < 1n << 64n, 'counter out of range');
   checkField(Number.isInteger(sb.flags) && sb.flags >= 0 && sb.flags <= 0xffff_ffff, 'flags out of range');
 }
 
@@ -142,6 +150,7 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   b.writeBigUInt64LE(sb.journalLength, 108);
   b.writeBigUInt64LE(sb.journalCheckpointSeq, 116);
   b.writeUInt32LE(sb.journalNonce >>> 0, 124);
+  b.writeBigUInt64LE(sb.rebuildSinceIoSeq, 456);
   b.writeUInt16LE(name.length, NAME_AT);
   name.copy(b, NAME_AT + 2);
   b.writeUInt16LE(replica.length, REPLICA_ID_AT);
@@ -182,6 +191,7 @@ export function decodeSuperblock(slot: Buffer): Superblock {
     journalLength: slot.readBigUInt64LE(108),
     journalCheckpointSeq: slot.readBigUInt64LE(116),
     journalNonce: slot.readUInt32LE(124),
+    rebuildSinceIoSeq: slot.readBigUInt64LE(456),
     volumeName: slot.toString('utf8', NAME_AT + 2, NAME_AT + 2 + nameLength),
     replicaId: slot.toString('utf8', REPLICA_ID_AT + 2, REPLICA_ID_AT + 2 + replicaLength),
   };

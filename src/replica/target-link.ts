@@ -110,6 +110,7 @@ export class TargetLink {
       blockSize: info.blockSize,
       chunkSize: info.chunkSize,
       pid: process.pid,
+      ...(info.rebuildingSince !== undefined ? { rebuildingSince: info.rebuildingSince } : {}),
     };
   }
 

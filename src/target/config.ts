@@ -35,6 +35,10 @@ export interface TargetConfig {
   readonly restartDelayS: number;
   /** Seconds I/O waits for a replica before failing with CHECK CONDITION. */
   readonly replicaHoldS: number;
+  /** Replica processes (k); writes complete at a majority. */
+  readonly replicas: number;
+  /** Rebuild rate limit in MiB/s (0 = unlimited). */
+  readonly rebuildRateMiBs: number;
 }
 
 /**
@@ -54,6 +58,8 @@ export const DEFAULT_NOP_IN_TIMEOUT_S = 30;
 export const DEFAULT_REPLICA_PORT = '127.0.0.1:6060';
 export const DEFAULT_RESTART_DELAY_S = 2;
 export const DEFAULT_REPLICA_HOLD_S = 30;
+export const DEFAULT_REPLICAS = 1;
+export const DEFAULT_REBUILD_RATE_MIBS = 200;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const MIN_SIZE = 1n << 20n;
@@ -89,6 +95,8 @@ export const TARGET_USAGE = `usage: cstor-target [options]
   --replica-port HOST:PORT   where replica processes dial in (default ${DEFAULT_REPLICA_PORT}; port 0 = any)
   --restart-delay SEC        restart a replica process that exited after SEC seconds (default ${DEFAULT_RESTART_DELAY_S})
   --replica-hold SEC         I/O waits this long for a replica to (re)connect before failing (default ${DEFAULT_REPLICA_HOLD_S})
+  --replicas K               replica processes, 1..5 (default ${DEFAULT_REPLICAS}); writes complete at a majority
+  --rebuild-rate MIB         rebuild rate limit in MiB/s per replica (default ${DEFAULT_REBUILD_RATE_MIBS}; 0 = unlimited)
   --help                     print this text
 
 The volume's data lives in a replica process on <data-dir>/replica-1.img; its line is printed as
@@ -113,6 +121,8 @@ const OPTIONS = {
   'replica-port': { type: 'string' },
   'restart-delay': { type: 'string' },
   'replica-hold': { type: 'string' },
+  replicas: { type: 'string' },
+  'rebuild-rate': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -213,6 +223,10 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
     const nopInTimeoutS = seconds('nop-in-timeout', DEFAULT_NOP_IN_TIMEOUT_S, 1);
     const restartDelayS = seconds('restart-delay', DEFAULT_RESTART_DELAY_S, 0);
     const replicaHoldS = seconds('replica-hold', DEFAULT_REPLICA_HOLD_S, 1);
+    const replicasRaw = values.replicas ?? String(DEFAULT_REPLICAS);
+    if (!/^[1-5]$/.test(replicasRaw)) fail('replicas', `'${replicasRaw}' must be a whole number from 1 to 5`);
+    const rebuildRaw = values['rebuild-rate'] ?? String(DEFAULT_REBUILD_RATE_MIBS);
+    if (!/^\d{1,6}$/.test(rebuildRaw)) fail('rebuild-rate', `'${rebuildRaw}' is not a whole number of MiB/s`);
     const replicaPort = parseHostPort(values['replica-port'] ?? DEFAULT_REPLICA_PORT, 6060);
     if (typeof replicaPort === 'string') fail('replica-port', replicaPort);
 
@@ -231,6 +245,8 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       replicaPort,
       restartDelayS,
       replicaHoldS,
+      replicas: Number(replicasRaw),
+      rebuildRateMiBs: Number(rebuildRaw),
     };
     return { ok: true, config };
   } catch (err) {

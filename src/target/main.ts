@@ -12,6 +12,8 @@ import { ReplicaListener } from './volume/replica-listener.js';
 import { ReplicaSupervisor } from './volume/replica-supervisor.js';
 import { ReplicaVolume } from './volume/replica-volume.js';
 import type { ReplicaConnection } from './volume/replica-connection.js';
+import { ReplicatedVolume } from './volume/replicated-volume.js';
+import { RebuildOrchestrator } from './volume/rebuild-orchestrator.js';
 import { loadOrCreateIdentity } from './volume/volume-identity.js';
 import { ScsiTargetDevice } from './scsi/scsi-target.js';
 import { TargetNode } from './iscsi/target-node.js';
@@ -24,10 +26,15 @@ export interface RunningTarget {
   stop(): Promise<void>;
 }
 
-/** A replica's process id, printed as `replica <id> pid <pid>` (supervision output). */
-export type ReplicaStartListener = (id: string, pid: number) => void;
+/** Supervision output: each replica process started, and each finished rebuild. */
+export interface TargetEvents {
+  readonly onReplicaStart?: (id: string, pid: number) => void;
+  readonly onRebuildComplete?: (id: string, bytes: number, seconds: number) => void;
+}
 
 const FIRST_REPLICA_TIMEOUT_MS = 60_000;
+/** With k > 1: once a quorum is connected, how long start waits for the others before serving. */
+const STARTUP_GRACE_MS = 10_000;
 
 /** The volume name replicas record: the part of the IQN after the last ':' (cStor: the PV name). */
 function volumeNameOf(iqn: string): string {
@@ -35,15 +42,57 @@ function volumeNameOf(iqn: string): string {
   return name.length > 0 && Buffer.byteLength(name) <= 255 ? name : 'volume';
 }
 
-export async function startTarget(config: TargetConfig, logger: Logger, onReplicaStart?: ReplicaStartListener): Promise<RunningTarget> {
+/** Waits for the replicas present at start: all k, or a majority plus a grace period. */
+function collectStartupReplicas(k: number, startup: Map<string, ReplicaConnection>, wake: { fn: (() => void) | undefined }): Promise<ReplicaConnection[]> {
+  const majority = Math.floor(k / 2) + 1;
+  const begin = Date.now();
+  return new Promise((resolve, reject) => {
+    let quorumAt: number | undefined;
+    const check = (): void => {
+      const open = [...startup.values()].filter((c) => c.isOpen);
+      const now = Date.now();
+      if (open.length >= majority) quorumAt ??= now;
+      if (open.length === k || (quorumAt !== undefined && now - quorumAt >= STARTUP_GRACE_MS)) {
+        clearInterval(timer);
+        wake.fn = undefined;
+        resolve(open);
+      } else if (now - begin > FIRST_REPLICA_TIMEOUT_MS) {
+        clearInterval(timer);
+        wake.fn = undefined;
+        reject(new Error(`${open.length} of ${k} replicas connected within ${FIRST_REPLICA_TIMEOUT_MS / 1000} s; ${majority} are needed`));
+      }
+    };
+    const timer = setInterval(check, 100);
+    wake.fn = check;
+    check();
+  });
+}
+
+export async function startTarget(config: TargetConfig, logger: Logger, events: TargetEvents = {}): Promise<RunningTarget> {
   const identity = await loadOrCreateIdentity(config.dataDir);
   const state = new StateDir(join(config.dataDir, 'state'));
   const volumeName = volumeNameOf(config.iqn);
-  const replicaIds = ['r1'];
-  let volume: ReplicaVolume | undefined;
+  const k = config.replicas;
+  const replicaIds = Array.from({ length: k }, (_, i) => `r${i + 1}`);
+  let volume: ReplicaVolume | ReplicatedVolume | undefined;
+  let orchestrator: RebuildOrchestrator | undefined;
   let epoch = 0;
-  let firstConnection: ((c: ReplicaConnection) => void) | undefined;
-  const first = new Promise<ReplicaConnection>((resolve) => { firstConnection = resolve; });
+  /** Highest io_seq any replica reported at start: one below it is behind and must be rebuilt. */
+  let highestAtStart = 0;
+  const startup = new Map<string, ReplicaConnection>();
+  const wake: { fn: (() => void) | undefined } = { fn: undefined };
+  const volumeLog = logger.child({ component: 'volume' });
+  const attachLate = (connection: ReplicaConnection): void => {
+    const hello = connection.hello;
+    if (volume instanceof ReplicatedVolume) {
+      volume.attach(connection);
+      if (hello.rebuildingSince !== undefined || hello.highestIoSeq < highestAtStart) {
+        volume.markDegraded(hello.replicaId, hello.rebuildingSince !== undefined ? 'its rebuild was interrupted' : 'behind the other replicas');
+      }
+    } else {
+      volume?.attach(connection);
+    }
+  };
   const listener = new ReplicaListener({
     logger: logger.child({ component: 'replicas' }),
     accept: (hello) => {
@@ -58,11 +107,14 @@ export async function startTarget(config: TargetConfig, logger: Logger, onReplic
     },
     onConnection: (connection) => {
       if (volume === undefined) {
-        firstConnection?.(connection);
+        const previous = startup.get(connection.hello.replicaId);
+        if (previous !== undefined && previous !== connection) void previous.close();
+        startup.set(connection.hello.replicaId, connection);
+        wake.fn?.();
         return;
       }
       try {
-        volume.attach(connection);
+        attachLate(connection);
         logger.info({ replica: connection.hello.replicaId }, 'replica connected');
       } catch (err) {
         logger.error({ err, replica: connection.hello.replicaId }, 'replica refused');
@@ -74,9 +126,10 @@ export async function startTarget(config: TargetConfig, logger: Logger, onReplic
   const supervisor = new ReplicaSupervisor({
     logger: logger.child({ component: 'supervisor' }),
     restartDelayMs: config.restartDelayS * 1000,
-    ...(onReplicaStart !== undefined ? { onStart: onReplicaStart } : {}),
+    ...(events.onReplicaStart !== undefined ? { onStart: events.onReplicaStart } : {}),
   });
   const stopReplicas = async (): Promise<void> => {
+    orchestrator?.stop();
     await supervisor.stop();
     await listener.close();
   };
@@ -94,29 +147,36 @@ export async function startTarget(config: TargetConfig, logger: Logger, onReplic
         ],
       });
     }
-    const connection = await Promise.race([
-      first,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no replica connected within ${FIRST_REPLICA_TIMEOUT_MS / 1000} s`)), FIRST_REPLICA_TIMEOUT_MS).unref()),
-    ]);
+    const present = await collectStartupReplicas(k, startup, wake);
     // Fencing: every target start takes an epoch above any it or its replicas have seen.
     const saved = Number((await state.load('epoch'))?.toString() ?? '0') || 0;
-    epoch = Math.max(saved, connection.hello.epoch) + 1;
+    epoch = Math.max(saved, ...present.map((c) => c.hello.epoch)) + 1;
     await state.save('epoch', Buffer.from(String(epoch)));
-    const hello = connection.hello;
-    if (BigInt(hello.capacityBytes) !== config.sizeBytes) {
-      logger.warn({ replicaBytes: hello.capacityBytes, requestedBytes: config.sizeBytes.toString() },
-        'the replica was formatted with another size; serving the replica\'s capacity');
+    const capacityBytes = Math.min(...present.map((c) => c.hello.capacityBytes));
+    const blockSize = present[0]!.hello.blockSize;
+    if (BigInt(capacityBytes) !== config.sizeBytes) {
+      logger.warn({ replicaBytes: capacityBytes, requestedBytes: config.sizeBytes.toString() },
+        'the replicas were formatted with another size; serving their capacity');
     }
-    volume = new ReplicaVolume({
-      blockSize: hello.blockSize,
-      capacityBytes: hello.capacityBytes,
-      epoch,
-      state,
-      holdMs: config.replicaHoldS * 1000,
-      logger: logger.child({ component: 'volume' }),
-    });
-    volume.attach(connection);
-    logger.info({ replica: hello.replicaId, epoch }, 'replica connected');
+    highestAtStart = Math.max(...present.map((c) => c.hello.highestIoSeq));
+    if (k === 1) {
+      volume = new ReplicaVolume({ blockSize, capacityBytes, epoch, state, holdMs: config.replicaHoldS * 1000, logger: volumeLog });
+      volume.attach(present[0]!);
+    } else {
+      const replicated = new ReplicatedVolume({
+        blockSize, capacityBytes, epoch, replicaIds, state, holdMs: config.replicaHoldS * 1000, logger: volumeLog,
+      });
+      volume = replicated;
+      for (const c of present) attachLate(c);
+      orchestrator = new RebuildOrchestrator({
+        volume: replicated,
+        volumeUuid: identity.uuid,
+        rateBytesPerSec: config.rebuildRateMiBs * 2 ** 20,
+        logger: logger.child({ component: 'rebuild' }),
+        ...(events.onRebuildComplete !== undefined ? { onComplete: events.onRebuildComplete } : {}),
+      });
+    }
+    logger.info({ replicas: present.map((c) => c.hello.replicaId), epoch, highestIoSeq: highestAtStart }, 'volume assembled');
   } catch (err) {
     await stopReplicas();
     throw err;
@@ -174,7 +234,10 @@ async function main(): Promise<void> {
   const logger = createRootLogger({ level: config.logLevel, destination: 2 });
   let target: RunningTarget;
   try {
-    target = await startTarget(config, logger, (id, pid) => process.stdout.write(`replica ${id} pid ${pid}\n`));
+    target = await startTarget(config, logger, {
+      onReplicaStart: (id, pid) => process.stdout.write(`replica ${id} pid ${pid}\n`),
+      onRebuildComplete: (id, bytes, seconds) => process.stdout.write(`rebuild complete ${id} bytes=${bytes} seconds=${seconds.toFixed(1)}\n`),
+    });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = e.code === 'EADDRINUSE' ? ` (--portal ${config.portal.host}:${config.portal.port} is already in use)`

@@ -65,3 +65,22 @@ t.test('target restart on the same data directory: data persists, epoch advances
   await qemuIo(t, b.url(), 'read back after restart', ['read -P 0x5a 1M 4M', 'read -P 0 0 1M']);
   t.ok(b.stderrLines().some((l) => /"recovery"/.test(l)), 'the replica logged its recovery report');
 });
+
+t.test('k=3: a replica killed with SIGKILL during writes is restarted, rebuilt from a peer, and the replicas end identical', async (t) => {
+  const target = await startTarget(t, { args: ['--size', '64M', '--replicas', '3', '--restart-delay', '1'] });
+  const url = target.url();
+  t.same(['r1', 'r2', 'r3'].map((id) => target.replicaPids(id).length), [1, 1, 1], 'three replica processes, one line each');
+  await qemuIo(t, url, 'write 0x11 to the first 16 MiB', ['write -P 0x11 0 16M']);
+  const victim = target.replicaPids('r2')[0]!;
+  const writing = qemuIo(t, url, 'write 0x22 to 16..48 MiB while r2 dies', ['write -P 0x22 16M 32M', 'flush']);
+  await new Promise((r) => setTimeout(r, 100));
+  process.kill(victim, 'SIGKILL');
+  await writing;
+  await waitFor('r2 rebuild complete', () => target.stdoutLines().some((l) => /^rebuild complete r2 /.test(l)), 60_000);
+  t.ok(target.replicaPids('r2').length >= 2, 'r2 was restarted');
+  await qemuIo(t, url, 'read back after the rebuild', ['read -P 0x11 0 16M', 'read -P 0x22 16M 32M', 'read -P 0 48M 16M']);
+  t.equal(await target.stop(), 0, 'clean stop');
+  const verify = await runCommand(process.execPath, [join('dist', 'src', 'replica', 'verify-main.js'), '--data-dir', target.dataDir], { timeoutMs: 60_000, t });
+  t.equal(verify.code, 0, 'verify: the three replicas are identical', { stdout: verify.stdout.slice(-2000), stderr: verify.stderr.slice(-1000) });
+  t.match(verify.stdout, /identical: 16384 chunks/);
+});

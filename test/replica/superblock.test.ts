@@ -23,6 +23,7 @@ const base: Superblock = {
   journalLength: 1n << 20n,
   journalCheckpointSeq: 99n,
   journalNonce: 0xc0ffee11,
+  rebuildSinceIoSeq: 77n,
 };
 
 function region(a: Buffer | undefined, b: Buffer | undefined): Buffer {
@@ -40,6 +41,7 @@ t.test('round trip and layout', async t => {
   t.equal(bytes.readBigUInt64LE(64), 123456789n, 'checkpointed io_seq at 64');
   t.equal(bytes.readBigUInt64LE(116), 99n, 'journal checkpoint seq at 116');
   t.equal(bytes.readUInt32LE(124), 0xc0ffee11, 'journal nonce at 124');
+  t.equal(bytes.readBigUInt64LE(456), 77n, 'rebuild since at 456');
   t.equal(bytes.toString('utf8', 130, 138), 'pvc-0c4f', 'volume name at 130');
   t.same(decodeSuperblock(bytes), base);
 });

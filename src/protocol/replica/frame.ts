@@ -217,6 +217,8 @@ export interface ReplicaHello {
   readonly blockSize: number;
   readonly chunkSize: number;
   readonly pid: number;
+  /** Present while the replica's own rebuild is unfinished: it is out of sync since this io_seq. */
+  readonly rebuildingSince?: number;
 }
 
 const HELLO_STRINGS = ['volumeName', 'volumeUuid', 'replicaId', 'controlAddress'] as const;
@@ -226,6 +228,7 @@ export function encodeHello(hello: ReplicaHello): Buffer {
   const out: Record<string, string | number> = {};
   for (const k of HELLO_STRINGS) out[k] = hello[k];
   for (const k of HELLO_NUMBERS) out[k] = hello[k];
+  if (hello.rebuildingSince !== undefined) out['rebuildingSince'] = hello.rebuildingSince;
   return Buffer.from(JSON.stringify(out), 'utf8');
 }
 
@@ -249,6 +252,11 @@ export function decodeHello(payload: Buffer): ReplicaHello {
     const v = obj[k];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`HELLO field ${k} must be a safe non-negative integer`);
     out[k] = v;
+  }
+  const since = obj['rebuildingSince'];
+  if (since !== undefined) {
+    if (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0) throw new Error('HELLO field rebuildingSince must be a safe non-negative integer');
+    out['rebuildingSince'] = since;
   }
   const hello = out as unknown as ReplicaHello;
   if (hello.blockSize !== 512 && hello.blockSize !== 4096) throw new Error(`HELLO blockSize ${hello.blockSize} is not 512 or 4096`);

@@ -11,6 +11,7 @@
 
 import { ReplicaIoError, ReplicaStatus } from '../../protocol/replica/frame.js';
 import type { Logger } from '../../shared/logger.js';
+import type { StateDir } from './state-dir.js';
 import { blockDeviceErrorFor, inPieces, requestOffset } from './replica-requests.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
@@ -33,6 +34,8 @@ export interface ReplicatedVolumeOptions {
   readonly maxBacklog?: number;
   /** How long I/O waits for quorum before failing with EOFFLINE (default 30 s). */
   readonly holdMs?: number;
+  /** Where persistent SCSI state (reservations with APTPL) is kept. */
+  readonly state?: StateDir;
   readonly logger: Logger;
 }
 
@@ -111,6 +114,7 @@ export class ReplicatedVolume implements BlockDevice {
   readonly #ioDeadlineMs: number;
   readonly #maxBacklog: number;
   readonly #holdMs: number;
+  readonly #state: StateDir | undefined;
   readonly #slots: readonly Slot[];
   readonly #byId = new Map<string, Slot>();
   readonly #listeners = new Set<(n: bigint) => void>();
@@ -153,6 +157,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.#ioDeadlineMs = options.ioDeadlineMs ?? 5000;
     this.#maxBacklog = Math.max(1, options.maxBacklog ?? 256);
     this.#holdMs = options.holdMs ?? 30_000;
+    this.#state = options.state;
     this.#slots = options.replicaIds.map((id) => ({
       id, logger: options.logger.child({ replica: id }), state: 'offline' as ReplicaState, reason: 'not connected yet',
       conn: undefined, unsubscribe: undefined, pending: new Map<number, PendingCall>(), lagging: 0, generation: 0,
@@ -224,6 +229,42 @@ export class ReplicatedVolume implements BlockDevice {
     slot.logger.info({ state: slot.state, highestIoSeq: hello.highestIoSeq, address: connection.remoteAddress }, 'replica attached');
     if (!connection.isOpen) this.#detach(slot, 'disconnected before attach', false);
     this.#changed();
+  }
+
+  loadState(key: string): Promise<Buffer | undefined> {
+    return this.#state === undefined ? Promise.resolve(undefined) : this.#state.load(key);
+  }
+
+  saveState(key: string, value: Buffer): Promise<void> {
+    if (this.#state === undefined) return Promise.reject(new Error('no state directory'));
+    return this.#state.save(key, value);
+  }
+
+  /** Take a replica out of the quorum and the read set (e.g. found lagging at start). */
+  markDegraded(replicaId: string, reason: string): void {
+    const slot = this.#byId.get(replicaId);
+    if (slot === undefined) throw new Error(`unknown replica ${replicaId}`);
+    this.#eject(slot, reason);
+  }
+
+  /**
+   * Resolves once every request already sent to `replicaId` has settled: a rebuild source must hold
+   * every write issued before its sink started to receive new writes, before it is scanned.
+   */
+  currentRequestsSettled(replicaId: string): Promise<void> {
+    const slot = this.#byId.get(replicaId);
+    if (slot === undefined) throw new Error(`unknown replica ${replicaId}`);
+    const calls = [...slot.pending.values()];
+    if (calls.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      let left = calls.length;
+      for (const c of calls) (c.settled ??= []).push(() => { if (--left === 0) resolve(); });
+    });
+  }
+
+  /** The connection of an attached replica (its HELLO names its control address). */
+  connectionOf(replicaId: string): ReplicaConnection | undefined {
+    return this.#byId.get(replicaId)?.conn;
   }
 
   /** A rebuild finished: the replica is in sync and back in the quorum and the read set. */

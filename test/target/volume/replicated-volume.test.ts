@@ -170,7 +170,7 @@ t.test('options are checked', async (t) => {
   t.equal(v.writeQuorum, 2);
   t.equal(v.volumeState(), 'offline');
   t.equal(v.blockCount, BigInt(CAPACITY / BS));
-  t.equal(v.loadState, undefined);
+  t.equal(await v.loadState('pr'), undefined, 'without a state directory nothing is persisted');
   await v.close();
   const v4 = new ReplicatedVolume({ ...base, replicaIds: ['a', 'b', 'c', 'd'] });
   t.equal(v4.writeQuorum, 3, 'k=4: a majority is 3');
