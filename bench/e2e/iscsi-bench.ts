@@ -9,7 +9,7 @@
 // Output: a progress line on stderr, then a table and one JSON document on stdout.
 //
 // What is compared, honestly:
-// - ours is `npm start`: the target plus one replica process whose store does O_DIRECT with a
+// - ours is `npm start` (BENCH_REPLICAS replica processes, default 3): each replica's store does O_DIRECT with a
 //   CRC32C per 4 KiB chunk and an intent journal; every I/O crosses a loopback TCP hop to the
 //   replica. Its LUN is preconditioned through the target (a full sequential write), since its
 //   data lives in the replica store, not in a file the bench could fill beforehand;
@@ -128,12 +128,15 @@ async function precondition(path: string, bytes: number): Promise<void> {
   }
 }
 
+/** Replica processes behind our target (BENCH_REPLICAS, default 3 like `npm start`). */
+const OUR_REPLICAS = Number(process.env['BENCH_REPLICAS'] ?? '3');
+
 async function startOurs(dataDir: string, deadlineMs: number): Promise<TargetUnderTest> {
   const mainJs = fileURLToPath(new URL('../../src/target/main.js', import.meta.url));
   let resolveReady: (line: string) => void = () => undefined;
   const ready = new Promise<string>(r => { resolveReady = r; });
   const proc = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--data-dir', dataDir,
-    '--size', String(settings.sizeBytes), '--iqn', OUR_IQN, '--log-level', 'warn'], deadlineMs, line => {
+    '--size', String(settings.sizeBytes), '--iqn', OUR_IQN, '--log-level', 'warn', '--replicas', String(OUR_REPLICAS)], deadlineMs, line => {
     if (line.startsWith('ready ')) resolveReady(line);
   });
   let readyTimer: NodeJS.Timeout | undefined;
@@ -150,7 +153,7 @@ async function startOurs(dataDir: string, deadlineMs: number): Promise<TargetUnd
     throw new Error(`our target did not become ready: ${proc.log().trim()}`);
   }
   return {
-    id: 'ours', label: 'ours', io: 'target + 1 replica process (O_DIRECT store, CRC32C per chunk, journal)',
+    id: 'ours', label: 'ours', io: `target + ${OUR_REPLICAS} replica process${OUR_REPLICAS === 1 ? '' : 'es'} (O_DIRECT store, CRC32C per chunk, journal${OUR_REPLICAS > 1 ? ', majority writes' : ''})`,
     url: `iscsi://127.0.0.1:${m[1]}/${OUR_IQN}/0`, backingFile: join(dataDir, 'replica-1.img'), proc, cleanup: () => undefined,
   };
 }

@@ -58,7 +58,7 @@ export const DEFAULT_NOP_IN_TIMEOUT_S = 30;
 export const DEFAULT_REPLICA_PORT = '127.0.0.1:6060';
 export const DEFAULT_RESTART_DELAY_S = 2;
 export const DEFAULT_REPLICA_HOLD_S = 30;
-export const DEFAULT_REPLICAS = 1;
+export const DEFAULT_REPLICAS = 3;
 export const DEFAULT_REBUILD_RATE_MIBS = 200;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 

@@ -32,8 +32,8 @@ async function waitFor(what: string, check: () => boolean, timeoutMs: number): P
   }
 }
 
-t.test('replica killed with SIGKILL during I/O: the volume pauses, recovers, loses nothing', async (t) => {
-  const target = await startTarget(t, { args: ['--size', '64M', '--restart-delay', '1', '--replica-hold', '30'] });
+t.test('k=1: the replica killed with SIGKILL during I/O: the volume pauses, recovers, loses nothing', async (t) => {
+  const target = await startTarget(t, { args: ['--size', '64M', '--replicas', '1', '--restart-delay', '1', '--replica-hold', '30'] });
   const url = target.url();
   const [firstPid] = target.replicaPids();
   t.ok(firstPid !== undefined && firstPid > 0, `replica r1 started as pid ${firstPid}`);

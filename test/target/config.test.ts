@@ -221,7 +221,7 @@ t.test('everything together', async t => {
     portal: { host: '127.0.0.1', port: 0 }, dataDir: '/tmp/d', sizeBytes: 64n << 20n, blockSize: 4096,
     iqn: 'iqn.2025-01.org.example:disk0', chap: { user: 'u', secret: SECRET }, mutualChap: { user: 't', secret: SECRET2 },
     allowInitiators: ['iqn.2005-03.org.open-iscsi:vm'], logLevel: 'debug', nopInIntervalS: 5, nopInTimeoutS: 30,
-    replicaPort: { host: '127.0.0.1', port: 0 }, restartDelayS: 0, replicaHoldS: 5, replicas: 1, rebuildRateMiBs: 200,
+    replicaPort: { host: '127.0.0.1', port: 0 }, restartDelayS: 0, replicaHoldS: 5, replicas: 3, rebuildRateMiBs: 200,
   });
   t.equal(err(['--replicas', '6']), "--replicas: '6' must be a whole number from 1 to 5");
   t.equal(err(['--rebuild-rate', 'fast']), "--rebuild-rate: 'fast' is not a whole number of MiB/s");
