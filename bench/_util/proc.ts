@@ -5,36 +5,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { killChild, signalGroup } from '../../src/shared/child-process.js';
+
+export { killChild };
 
 const live = new Set<ChildProcess>();
 
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      // already gone
-    }
-  }
-}
-
 function hasExited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
-}
-
-/** SIGTERM, then SIGKILL after graceMs if it ignores it (tgtd sometimes does while busy). */
-export async function killChild(child: ChildProcess, graceMs: number): Promise<void> {
-  const pid = child.pid;
-  if (pid === undefined || hasExited(child)) return;
-  const exited = new Promise<void>(res => child.once('exit', () => res()));
-  signalGroup(pid, 'SIGTERM');
-  const timer = setTimeout(() => signalGroup(pid, 'SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(timer);
-  // The leader is gone; anything it left in its group goes too.
-  signalGroup(pid, 'SIGKILL');
 }
 
 /** Kill every child still registered (SIGINT handler, fatal errors). */
