@@ -344,24 +344,11 @@ export class ReplicatedVolume implements BlockDevice {
   async mapStatus(lba: bigint, maxBlocks: number): Promise<{ readonly blocks: number; readonly mapped: boolean }> {
     const n = Math.max(1, maxBlocks);
     const offset = requestOffset(lba, n, this.#blockCount, this.blockSize);
-    const deadline = Date.now() + this.#holdMs;
-    const tried = new Set<Slot>();
-    let lastErr: unknown = new BlockDeviceError('EOFFLINE', 'no healthy replica');
-    for (;;) {
-      await this.#waitQuorum(deadline);
-      const slot = this.#pickHealthy(tried);
-      if (slot === undefined) throw blockDeviceErrorFor(lastErr, this.blockSize);
-      tried.add(slot);
-      const conn = slot.conn!;
-      try {
-        const extent = await this.#call(slot, (c) => c.mapStatus(offset, n * this.blockSize, this.#epoch), { expires: true });
-        return { blocks: Math.max(1, Math.floor(extent.length / this.blockSize)), mapped: extent.mapped };
-      } catch (err) {
-        lastErr = err;
-        this.#failed(slot, conn, err);
-      }
-    }
+    const { value: extent } = await this.#onAnyHealthy(Date.now() + this.#holdMs,
+      (c) => c.mapStatus(offset, n * this.blockSize, this.#epoch), (slot, conn, err) => this.#failed(slot, conn, err));
+    return { blocks: Math.max(1, Math.floor(extent.length / this.blockSize)), mapped: extent.mapped };
   }
+
 
   onCapacityChange(listener: (newBlockCount: bigint) => void): () => void {
     this.#listeners.add(listener);
@@ -450,8 +437,27 @@ export class ReplicatedVolume implements BlockDevice {
   }
 
   async #readPiece(offset: number, length: number, into: Buffer, deadline: number): Promise<void> {
-    const tried = new Set<Slot>();
     const bad: { readonly slot: Slot; readonly conn: ReplicaConnection }[] = [];
+    const { value, slot } = await this.#onAnyHealthy(deadline, (c) => c.read(offset, length, this.#epoch), (s, conn, err) => {
+      if (isMediaError(err)) {
+        s.logger.warn({ err, offset, length }, 'replica media error on read; trying another copy');
+        bad.push({ slot: s, conn });
+      } else {
+        this.#failed(s, conn, err);
+      }
+    });
+    value.data.copy(into, 0, 0, length);
+    // Error path only: the caller waits for the repair so the next read of the range is clean.
+    for (const b of bad) await this.#repair(slot, b.slot, b.conn, offset, length);
+  }
+
+  /**
+   * `op` on one healthy replica after another (each at most once, waiting for quorum up to
+   * `deadline`) until one succeeds; `onError` decides what a failure means for that replica.
+   */
+  async #onAnyHealthy<T>(deadline: number, op: (c: ReplicaConnection) => Promise<T>,
+    onError: (slot: Slot, conn: ReplicaConnection, err: unknown) => void): Promise<{ value: T; slot: Slot }> {
+    const tried = new Set<Slot>();
     let lastErr: unknown = new BlockDeviceError('EOFFLINE', 'no healthy replica');
     for (;;) {
       await this.#waitQuorum(deadline);
@@ -460,21 +466,11 @@ export class ReplicatedVolume implements BlockDevice {
       tried.add(slot);
       const conn = slot.conn!;
       try {
-        const { data } = await this.#call(slot, (c) => c.read(offset, length, this.#epoch), { expires: true });
-        data.copy(into, 0, 0, length);
+        return { value: await this.#call(slot, op, { expires: true }), slot };
       } catch (err) {
         lastErr = err;
-        if (isMediaError(err)) {
-          slot.logger.warn({ err, offset, length }, 'replica media error on read; trying another copy');
-          bad.push({ slot, conn });
-        } else {
-          this.#failed(slot, conn, err);
-        }
-        continue;
+        onError(slot, conn, err);
       }
-      // Error path only: the caller waits for the repair so the next read of the range is clean.
-      for (const b of bad) await this.#repair(slot, b.slot, b.conn, offset, length);
-      return;
     }
   }
 
