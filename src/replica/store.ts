@@ -526,7 +526,7 @@ export class ReplicaStore implements ReplicaStoreApi {
   }
 
   stats(): StoreStats {
-    return { ...this.#stats, inflight: this.#stats.inflight };
+    return { ...this.#stats };
   }
 
   /** Byte offsets of chunks flagged as needing repair (rebuild fetches them whatever their io_seq). */

@@ -97,22 +97,10 @@ export class TargetLink {
   }
 
   #hello(): ReplicaHello {
-    const info = this.#options.store.info;
-    return {
-      volumeName: info.volumeName,
-      volumeUuid: info.volumeUuid,
-      replicaId: info.replicaId,
-      controlAddress: this.#options.controlAddress,
-      epoch: info.epoch,
-      checkpointedIoSeq: info.checkpointedIoSeq,
-      highestIoSeq: info.highestIoSeq,
-      capacityBytes: info.capacityBytes,
-      blockSize: info.blockSize,
-      chunkSize: info.chunkSize,
-      pid: process.pid,
-      ...(info.rebuildingSince !== undefined ? { rebuildingSince: info.rebuildingSince } : {}),
-    };
+    // The store's identity and positions as they are now (rebuildingSince only while unfinished).
+    return { ...this.#options.store.info, controlAddress: this.#options.controlAddress, pid: process.pid };
   }
+
 
   #dial(): void {
     if (this.#state === 'stopped') return;
