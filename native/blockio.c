@@ -4,7 +4,10 @@
  * Only mechanism lives here: open/fstat/ioctl, aligned allocation, and two
  * I/O engines that never block the event loop:
  *   - io_uring driven by raw syscalls, completions signalled on an eventfd
- *     that a uv_poll_t watches; each wakeup reaps every CQE in one batch;
+ *     that a uv_poll_t watches; each wakeup reaps every CQE in one batch.
+ *     SQEs queued during a loop turn are submitted together by a uv_prepare_t
+ *     just before the loop polls: one io_uring_enter (and one device kick)
+ *     per turn instead of one per operation;
  *   - a dedicated pthread pool (pread/pwrite/...), completions handed back in
  *     batches through a uv_async_t.
  * Policy (pools, retries, what to do on errors) lives in TypeScript.
@@ -109,6 +112,7 @@ typedef struct uring {
   unsigned submitted; /* SQEs handed to the kernel and not yet reaped */
   opq overflow;       /* ops waiting for a free slot */
   uv_poll_t poll;
+  uv_prepare_t prepare; /* submits the SQEs queued during this loop turn */
 } uring;
 
 typedef struct pool {
@@ -418,6 +422,7 @@ static void uring_free(uring *r) {
 }
 
 static void uring_poll_cb(uv_poll_t *h, int status, int events);
+static void uring_prepare_cb(uv_prepare_t *h);
 
 /* Returns 0, or -errno when io_uring is unusable here (old kernel, seccomp). */
 static int uring_start(engine *en) {
@@ -470,6 +475,16 @@ static int uring_start(engine *en) {
   }
   r->poll.data = en;
   if (!en->ref_count_on) uv_unref((uv_handle_t *)&r->poll);
+  /* Never keeps the loop alive itself: the poll handle does while I/O is in flight. */
+  if (uv_prepare_init(en->loop, &r->prepare) != 0 ||
+      uv_prepare_start(&r->prepare, uring_prepare_cb) != 0) {
+    /* Not expected to happen. The closing poll handle lives in r until the loop is done with it,
+     * so r (and its ring) is left allocated rather than freed under the loop. */
+    uv_close((uv_handle_t *)&r->poll, NULL);
+    return -EIO;
+  }
+  r->prepare.data = r;
+  uv_unref((uv_handle_t *)&r->prepare);
   en->ring = r;
   return 0;
 }
@@ -526,7 +541,9 @@ static int uring_flush(uring *r) {
 }
 
 /* Queue o on the ring, or on the overflow list if the ring is full (the CQ
- * ring is never overrun because in-flight SQEs stay <= sq_entries). */
+ * ring is never overrun because in-flight SQEs stay <= sq_entries). The SQE
+ * reaches the kernel at the end of this loop turn (uring_prepare_cb), with
+ * every other one queued meanwhile. */
 static void uring_submit(engine *en, op *o) {
   uring *r = en->ring;
   if (r->submitted >= r->sq_entries) {
@@ -534,15 +551,23 @@ static void uring_submit(engine *en, op *o) {
     return;
   }
   uring_prep(r, o);
+}
+
+/* Runs once per loop turn, right before the loop blocks in poll: nothing
+ * queued this turn waits longer than the JS that queued it. */
+static void uring_prepare_cb(uv_prepare_t *h) {
+  uring *r = h->data;
+  if (*r->sq_tail == __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE)) return;
   int rc = uring_flush(r);
-  (void)rc; /* a failing io_uring_enter leaves SQEs queued: the next enter retries */
+  (void)rc; /* a failing io_uring_enter leaves SQEs queued: the next turn retries */
 }
 
 static void uring_reap(napi_env env, engine *en) {
   uring *r = en->ring;
   uint64_t cnt;
-  /* Clear the eventfd first: a completion arriving after this re-arms it. */
-  while (read(r->efd, &cnt, sizeof cnt) > 0) {}
+  /* Clear the eventfd first: a completion arriving after this re-arms it. One read resets the
+   * counter (not EFD_SEMAPHORE); a loop would only add a failing read (EAGAIN) per wakeup. */
+  if (read(r->efd, &cnt, sizeof cnt) < 0) { /* EAGAIN: nothing signalled, reap anyway */ }
   for (;;) {
     unsigned head = *r->cq_head;
     unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
@@ -560,12 +585,8 @@ static void uring_reap(napi_env env, engine *en) {
     }
     __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
     /* Refill from the overflow list before settling, so JS sees free slots. */
-    int queued = 0;
-    while (r->submitted < r->sq_entries && r->overflow.head) {
-      uring_prep(r, q_pop(&r->overflow));
-      queued = 1;
-    }
-    if (queued) uring_flush(r);
+    /* Submitted with this turn's other SQEs by uring_prepare_cb. */
+    while (r->submitted < r->sq_entries && r->overflow.head) uring_prep(r, q_pop(&r->overflow));
     while (batch) {
       op *next = batch->next;
       settle_op(env, en, batch);
@@ -597,7 +618,10 @@ static void engine_cleanup(napi_env env, void *data, void *hint) {
     for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
     uv_close((uv_handle_t *)&p->async, NULL);
   }
-  if (en->ring) uv_close((uv_handle_t *)&en->ring->poll, NULL);
+  if (en->ring) {
+    uv_close((uv_handle_t *)&en->ring->poll, NULL);
+    uv_close((uv_handle_t *)&en->ring->prepare, NULL);
+  }
 }
 
 static engine *get_engine(napi_env env) {

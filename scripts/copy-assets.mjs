@@ -1,7 +1,9 @@
 // Build step after tsc: files tsc does not emit but the runtime loads (the gRPC .proto files).
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 
-const from = 'src/protocol/replica';
-const to = 'dist/src/protocol/replica';
-mkdirSync(to, { recursive: true });
-for (const f of readdirSync(from)) if (f.endsWith('.proto')) copyFileSync(`${from}/${f}`, `${to}/${f}`);
+for (const dir of ['replica', 'management']) {
+  const from = `src/protocol/${dir}`;
+  const to = `dist/src/protocol/${dir}`;
+  mkdirSync(to, { recursive: true });
+  for (const f of readdirSync(from)) if (f.endsWith('.proto')) copyFileSync(`${from}/${f}`, `${to}/${f}`);
+}

@@ -4,30 +4,39 @@
 // Run:   npm run bench            (builds first)
 //   or:  node dist/bench/e2e/iscsi-bench.js
 // Env:   BENCH_SIZE=1GiB  BENCH_REPS=3  BENCH_SECONDS=3 (target length of one run)  BENCH_DIR=$TMPDIR
-//        BENCH_TGTD_BUFFERED=0 (skip the tgtd-without-O_DIRECT baseline)
-//        BENCH_WORKLOADS=4k-qd1-read,1m-qd8-write (subset)  BENCH_DEADLINE_S=900 (hard stop)
-// Output: a progress line on stderr, then a table and one JSON document on stdout.
+//        BENCH_REPLICAS=1,3 (our variants: replica counts)  BENCH_TGTD_BUFFERED=0 (skip the tgtd-without-O_DIRECT baseline)
+//        BENCH_WORKLOADS=4k-qd1-read,1m-qd8-write (subset)  BENCH_DEADLINE_S=1800 (hard stop)
+//        BENCH_REBUILD=0 (skip the rebuild part)  BENCH_REBUILD_MIB=256 (region written while a replica is down)
+//        BENCH_REBUILD_RESTART_S=20 (the supervisor restart delay in the rebuild runs)
+// Output: a progress line on stderr, then the tables and one JSON document on stdout.
 //
 // What is compared, honestly:
-// - ours is `npm start` (BENCH_REPLICAS replica processes, default 3): each replica's store does O_DIRECT with a
-//   CRC32C per 4 KiB chunk and an intent journal; every I/O crosses a loopback TCP hop to the
-//   replica. Its LUN is preconditioned through the target (a full sequential write), since its
-//   data lives in the replica store, not in a file the bench could fill beforehand;
+// - ours is `npm start` with k = 1 and k = 3 replica processes (3 is the default): each replica's
+//   store does O_DIRECT with a CRC32C per 4 KiB chunk and an intent journal; every I/O crosses a
+//   loopback TCP hop to the replicas. Its LUN is preconditioned through the target (a full sequential
+//   write), since its data lives in the replica stores, not in a file the bench could fill beforehand;
 // - tgtd with `--bsoflags direct` (O_DIRECT) goes to the device on every I/O: the like-for-like
 //   baseline;
 // - tgtd without bsoflags (buffered) serves from the page cache: an upper bound for the iSCSI path.
 // - qemu-img bench has no random mode: it walks offsets with a fixed step and wraps. The 4 KiB
 //   workloads use a large odd step (~64 MiB) so consecutive requests land far apart (no merging,
 //   no readahead win), which is "strided", not random; 1 MiB workloads are sequential.
+// - rebuild (k = 3): one replica is killed with SIGKILL, a region is written while it is down, the
+//   supervisor restarts it and the target times the rebuild (`rebuild complete`). Once idle and
+//   once under a foreground workload with the rate unlimited (--rebuild-rate 0: the raw figure),
+//   and under the same load with the default adaptive rate and with that cap fixed; the foreground
+//   IOPS during the rebuild are compared with its undisturbed level on the same target.
 import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os';
 import { mkdtemp, open, rm, mkdir, readFile } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { freePort, killAll, killAllNow, run, sleep, spawnTracked, which, type Spawned } from '../_util/proc.js';
 import { summarize, type Summary } from '../_util/stats.js';
 import { formatTable, fmtFixed, fmtInt, printJson, Progress } from '../_util/report.js';
+import { qemuBench, type RunSample } from '../_util/qemu-bench.js';
+import { startOurTarget, type OurTarget } from '../_util/our-target.js';
+import { measureRebuild, type RebuildResult } from '../_util/rebuild-scenario.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -51,13 +60,23 @@ function envInt(name: string, def: number, min: number, max: number): number {
   return n;
 }
 
+function envReplicas(): number[] {
+  const raw = process.env['BENCH_REPLICAS'] ?? '1,3';
+  const list = raw.split(',').map(s => Number(s.trim()));
+  if (list.length === 0 || list.some(n => !Number.isInteger(n) || n < 1 || n > 5)) throw new Error(`BENCH_REPLICAS: expected e.g. 1,3, got ${raw}`);
+  return [...new Set(list)];
+}
+
 const settings = {
   sizeBytes: parseSize(process.env['BENCH_SIZE'] ?? '1GiB'),
+  replicas: envReplicas(),
+  rebuild: process.env['BENCH_REBUILD'] !== '0',
+  rebuildRegionMiB: envInt('BENCH_REBUILD_MIB', 256, 16, 64 * 1024),
   reps: envInt('BENCH_REPS', 3, 1, 50),
   secondsPerRun: envInt('BENCH_SECONDS', 3, 0.2, 60),
   dir: process.env['BENCH_DIR'] ?? tmpdir(),
   tgtdBuffered: process.env['BENCH_TGTD_BUFFERED'] !== '0',
-  deadlineS: envInt('BENCH_DEADLINE_S', 900, 30, 24 * 3600),
+  deadlineS: envInt('BENCH_DEADLINE_S', 1800, 30, 24 * 3600),
   workloadFilter: (process.env['BENCH_WORKLOADS'] ?? '').split(',').map(s => s.trim()).filter(s => s !== ''),
   blockSize: 512,
   qemuCacheMode: 'none',
@@ -96,7 +115,8 @@ const workloads = settings.workloadFilter.length === 0 ? ALL_WORKLOADS
 // Targets under test
 
 interface TargetUnderTest {
-  readonly id: 'ours' | 'tgtd-direct' | 'tgtd-buffered';
+  /** ours-k1, ours-k3, ..., tgtd-direct, tgtd-buffered. */
+  readonly id: string;
   readonly label: string;
   readonly io: string;
   readonly url: string;
@@ -128,33 +148,12 @@ async function precondition(path: string, bytes: number): Promise<void> {
   }
 }
 
-/** Replica processes behind our target (BENCH_REPLICAS, default 3 like `npm start`). */
-const OUR_REPLICAS = Number(process.env['BENCH_REPLICAS'] ?? '3');
-
-async function startOurs(dataDir: string, deadlineMs: number): Promise<TargetUnderTest> {
-  const mainJs = fileURLToPath(new URL('../../src/target/main.js', import.meta.url));
-  let resolveReady: (line: string) => void = () => undefined;
-  const ready = new Promise<string>(r => { resolveReady = r; });
-  const proc = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--data-dir', dataDir,
-    '--size', String(settings.sizeBytes), '--iqn', OUR_IQN, '--log-level', 'warn', '--replicas', String(OUR_REPLICAS)], deadlineMs, line => {
-    if (line.startsWith('ready ')) resolveReady(line);
-  });
-  let readyTimer: NodeJS.Timeout | undefined;
-  const line = await Promise.race([
-    ready,
-    new Promise<undefined>(r => { readyTimer = setTimeout(() => r(undefined), 20_000); }),
-    new Promise<undefined>(r => proc.child.once('exit', () => r(undefined))),
-  ]);
-  // A pending 20 s timer would otherwise keep the bench process alive after the report.
-  clearTimeout(readyTimer);
-  const m = line === undefined ? null : /portal=127\.0\.0\.1:(\d+)/.exec(line);
-  if (m === null) {
-    await proc.stop();
-    throw new Error(`our target did not become ready: ${proc.log().trim()}`);
-  }
+async function startOurs(dataDir: string, replicas: number, deadlineMs: number): Promise<TargetUnderTest> {
+  const t = await startOurTarget({ dataDir, sizeBytes: settings.sizeBytes, iqn: OUR_IQN, replicas, deadlineMs });
   return {
-    id: 'ours', label: 'ours', io: `target + ${OUR_REPLICAS} replica process${OUR_REPLICAS === 1 ? '' : 'es'} (O_DIRECT store, CRC32C per chunk, journal${OUR_REPLICAS > 1 ? ', majority writes' : ''})`,
-    url: `iscsi://127.0.0.1:${m[1]}/${OUR_IQN}/0`, backingFile: join(dataDir, 'replica-1.img'), proc, cleanup: () => undefined,
+    id: `ours-k${replicas}`, label: `ours k=${replicas}`,
+    io: `target + ${replicas} replica process${replicas === 1 ? '' : 'es'} (O_DIRECT store, CRC32C per chunk, journal${replicas > 1 ? ', majority writes' : ''})`,
+    url: t.url, backingFile: join(dataDir, 'replica-1.img'), proc: t.proc, cleanup: () => undefined,
   };
 }
 
@@ -218,13 +217,6 @@ async function startTgtd(tgtd: string, tgtadm: string, backingFile: string, dire
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
-interface RunSample {
-  readonly count: number;
-  readonly seconds: number;
-  readonly iops: number;
-  readonly mbps: number;
-}
-
 interface Cell {
   readonly target: TargetUnderTest['id'];
   readonly workload: string;
@@ -232,21 +224,6 @@ interface Cell {
   count?: number;
   readonly runs: RunSample[];
   readonly errors: string[];
-}
-
-async function qemuBench(qemuImg: string, url: string, w: Workload, count: number, timeoutMs: number): Promise<RunSample> {
-  const args = ['bench', '-f', 'raw', '-t', 'none', '-n', '-c', String(count), '-d', String(w.depth), '-s', String(w.bs),
-    '-S', String(w.step), ...(w.write ? ['-w', '--pattern=165'] : []), url];
-  const r = await run(qemuImg, args, timeoutMs);
-  // qemu-img times only the I/O loop ("Run completed in"), not the iSCSI login before it.
-  const m = /Run completed in ([\d.]+) seconds/.exec(r.stdout);
-  if (r.code !== 0 || m === null) {
-    const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exit ${r.code ?? r.signal}`;
-    throw new Error(`qemu-img bench ${why}: ${(r.stderr + r.stdout).trim().slice(-400)}`);
-  }
-  const seconds = Number(m[1]);
-  const iops = count / seconds;
-  return { count, seconds, iops, mbps: (iops * w.bs) / 1e6 };
 }
 
 /** Pages of the file in the page cache, via util-linux fincore (informational). */
@@ -291,6 +268,129 @@ function fmtDuration(ms: number): string {
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Rebuild (k = 3)
+
+interface RebuildRow {
+  readonly scenario: string;
+  readonly rate: string;
+  readonly load: string;
+  readonly result?: RebuildResult;
+  readonly error?: string;
+}
+
+const REBUILD_VICTIM = 'r2';
+/** The supervisor's restart delay in the rebuild runs: long enough to write the region while the replica is down. */
+const REBUILD_RESTART_S = envInt('BENCH_REBUILD_RESTART_S', 20, 1, 120);
+/** The foreground load: our most latency-bound workload that still keeps the replicas busy. */
+const REBUILD_FG = ALL_WORKLOADS.find(w => w.name === '4k-qd32-read')!;
+
+async function preconditionLun(qemuImg: string, url: string): Promise<void> {
+  await qemuBench(qemuImg, url, { bs: 1 << 20, depth: 8, write: true, step: 1 << 20 }, settings.sizeBytes / (1 << 20), 600_000);
+}
+
+/**
+ * Rebuilds of r2 on one k=3 data dir: idle and under load with --rebuild-rate 0 (unlimited, the raw
+ * figure), then under the same load with the default adaptive rate and with the same cap fixed
+ * (--rebuild-adaptive off), each on a restarted target.
+ */
+async function rebuildPart(qemuImg: string, dir: string, fresh: boolean, deadlineMs: number, progress: Progress,
+  notes: string[], started: number): Promise<RebuildRow[]> {
+  const rows: RebuildRow[] = [];
+  const regionBytes = Math.min(settings.rebuildRegionMiB * 2 ** 20, settings.sizeBytes);
+  const say = (text: string): void => progress.update(`rebuild: ${text}  (elapsed ${fmtDuration(performance.now() - started)})`);
+  const timeoutMs = 240_000;
+  let fgCount: number | undefined;
+
+  const scenario = async (target: OurTarget, name: string, rate: string, withLoad: boolean): Promise<void> => {
+    try {
+      if (withLoad && fgCount === undefined) {
+        // About one second per run on this target, undisturbed: a warm-up (cold runs are slower), then a calibration.
+        const warm = await qemuBench(qemuImg, target.url, REBUILD_FG, REBUILD_FG.warmupCount, 60_000);
+        const s = await qemuBench(qemuImg, target.url, REBUILD_FG, Math.max(200, Math.round(warm.iops)), 60_000);
+        fgCount = Math.max(200, Math.round(s.iops));
+      }
+      say(`${name}: ${rate}`);
+      const result = await measureRebuild({
+        qemuImg, target, victim: REBUILD_VICTIM, regionBytes, timeoutMs,
+        onProgress: text => say(`${name}: ${text}`),
+        ...(withLoad && fgCount !== undefined
+          ? { foreground: { label: REBUILD_FG.label, workload: REBUILD_FG, count: fgCount, maxMs: 90_000 } }
+          : {}),
+      });
+      if (result.regionOverlappedRestart) notes.push(`rebuild ${name}: ${REBUILD_VICTIM} restarted before the ${regionBytes / 2 ** 20} MiB region was written (${result.regionWriteSeconds.toFixed(1)} s)`);
+      if (result.foreground?.cutShort === true) notes.push(`rebuild ${name}: the foreground load stopped (90 s) before the rebuild ended`);
+      rows.push({ scenario: name, rate, load: withLoad ? REBUILD_FG.label : 'none', result });
+    } catch (e) {
+      rows.push({ scenario: name, rate, load: withLoad ? REBUILD_FG.label : 'none', error: (e as Error).message });
+    }
+  };
+
+  const start = (extra: string[]): Promise<OurTarget> => startOurTarget({
+    dataDir: dir, sizeBytes: settings.sizeBytes, iqn: OUR_IQN, replicas: 3, deadlineMs,
+    extraArgs: ['--restart-delay', String(REBUILD_RESTART_S), ...extra],
+  });
+  say('starting ours k=3 with --rebuild-rate 0');
+  const raw = await start(['--rebuild-rate', '0']);
+  try {
+    if (fresh) {
+      say('preconditioning');
+      await preconditionLun(qemuImg, raw.url);
+    }
+    await scenario(raw, 'idle', 'unlimited', false);
+    await scenario(raw, 'under load', 'unlimited', true);
+  } finally {
+    await raw.proc.stop(10_000);
+  }
+  say('restarting ours k=3 with the default rate (adaptive)');
+  const adaptive = await start([]);
+  try {
+    await scenario(adaptive, 'under load', 'adaptive, cap 200 MiB/s (default)', true);
+  } finally {
+    await adaptive.proc.stop(10_000);
+  }
+  // What the adaptation buys: the same cap as a fixed rate.
+  say('restarting ours k=3 with --rebuild-adaptive off');
+  const fixed = await start(['--rebuild-adaptive', 'off']);
+  try {
+    await scenario(fixed, 'under load', 'fixed 200 MiB/s (--rebuild-adaptive off)', true);
+  } finally {
+    await fixed.proc.stop(10_000);
+  }
+  return rows;
+}
+
+function rebuildTable(rows: readonly RebuildRow[]): string {
+  const regionMiB = Math.min(settings.rebuildRegionMiB * 2 ** 20, settings.sizeBytes) / 2 ** 20;
+  const body = rows.map(r => {
+    const x = r.result;
+    const fg = x?.foreground;
+    const iops = (v: Summary | undefined): string => (v === undefined ? 'n/a' : `${fmtInt(v.median)} (${fmtInt(v.min)}–${fmtInt(v.max)}, n=${v.n})`);
+    if (x === undefined) return [r.scenario, r.rate, r.load, `error: ${r.error ?? '?'}`.slice(0, 60), '', '', '', '', ''];
+    return [
+      r.scenario, r.rate, r.load,
+      fmtFixed(x.bytes / 2 ** 20, 0), fmtFixed(x.seconds, 1), fmtFixed(x.mbps, 1),
+      fg === undefined ? '' : iops(fg.undisturbed),
+      fg === undefined ? '' : iops(fg.during),
+      fg?.ratio === undefined ? '' : `${fmtFixed(fg.ratio, 2)}x`,
+    ];
+  });
+  const table = formatTable([
+    { header: 'rebuild' }, { header: 'rate' }, { header: 'foreground' },
+    { header: 'MiB', align: 'right' }, { header: 's', align: 'right' }, { header: 'MB/s', align: 'right' },
+    { header: 'fg IOPS undisturbed', align: 'right' }, { header: 'fg IOPS during rebuild', align: 'right' },
+    { header: 'during/undisturbed', align: 'right' },
+  ], body);
+  return [
+    `Rebuild, k=3: ${REBUILD_VICTIM} killed with SIGKILL, ${regionMiB} MiB written while it is down (restart delay ${REBUILD_RESTART_S} s),`,
+    '  timed by the target (`rebuild complete ... bytes= seconds=`: from the rebuild start to the replica back in the quorum).',
+    '  Foreground: back-to-back ~1 s qemu-img bench runs; "during" = runs at least half inside the rebuild, "undisturbed" = runs',
+    '  wholly outside it (before: the replica down, after: healthy again). The target: foreground >= 0.5x undisturbed.',
+    '',
+    table,
+  ].join('\n');
+}
+
 async function main(): Promise<number> {
   const started = performance.now();
   const progress = new Progress();
@@ -317,6 +417,7 @@ async function main(): Promise<number> {
   const deadlineMs = settings.deadlineS * 1000;
   const targets: TargetUnderTest[] = [];
   const cells: Cell[] = [];
+  const rebuilds: RebuildRow[] = [];
   const usage: Record<string, unknown> = {};
   const residency: Record<string, { before?: number; after?: number }> = {};
 
@@ -336,7 +437,7 @@ async function main(): Promise<number> {
       direct: join(work, 'tgtd-direct.img'),
       buffered: join(work, 'tgtd-buffered.img'),
     };
-    await mkdir(join(work, 'ours'));
+    for (const k of settings.replicas) await mkdir(join(work, `ours-k${k}`));
     const toWrite = [...(tgtd !== undefined && tgtadm !== undefined ? [files.direct] : []),
       ...(tgtd !== undefined && tgtadm !== undefined && settings.tgtdBuffered ? [files.buffered] : [])];
     for (const [i, f] of toWrite.entries()) {
@@ -345,13 +446,13 @@ async function main(): Promise<number> {
     }
 
     progress.update('starting targets');
-    const ours = await startOurs(join(work, 'ours'), deadlineMs);
-    targets.push(ours);
-    // Ours keeps its data in the replica store: fill the whole LUN through the target.
-    progress.update(`preconditioning our LUN through the target (${settings.sizeBytes / 2 ** 20} MiB)`);
-    await qemuBench(qemuImg, ours.url, {
-      name: 'precondition', label: 'precondition', bs: 1 << 20, depth: 8, write: true, pattern: 'sequential', step: 1 << 20, warmupCount: 0,
-    }, settings.sizeBytes / (1 << 20), 600_000);
+    for (const k of settings.replicas) {
+      const ours = await startOurs(join(work, `ours-k${k}`), k, deadlineMs);
+      targets.push(ours);
+      // Ours keeps its data in the replica stores: fill the whole LUN through the target.
+      progress.update(`preconditioning ${ours.label}'s LUN through the target (${settings.sizeBytes / 2 ** 20} MiB)`);
+      await preconditionLun(qemuImg, ours.url);
+    }
     if (tgtd === undefined || tgtadm === undefined) {
       notes.push('tgtd/tgtadm not installed (apt-get install tgt): no baseline measured');
     } else {
@@ -411,6 +512,19 @@ async function main(): Promise<number> {
       const after = await residentBytes(t.backingFile);
       if (after !== undefined) residency[t.id] = { ...residency[t.id], after };
     }
+
+    if (settings.rebuild) {
+      // The matrix is done: its targets go, so the rebuild runs have the machine to themselves.
+      progress.update('stopping the matrix targets');
+      await Promise.all(targets.map(async t => {
+        await t.proc.stop(10_000);
+        t.cleanup();
+      }));
+      const dir = join(work, 'ours-k3');
+      const fresh = !settings.replicas.includes(3);
+      if (fresh) await mkdir(dir);
+      rebuilds.push(...await rebuildPart(qemuImg, dir, fresh, deadlineMs, progress, notes, started));
+    }
   } finally {
     progress.update('stopping targets');
     await Promise.all(targets.map(async t => {
@@ -437,13 +551,20 @@ async function main(): Promise<number> {
 
   const rows: string[][] = [];
   const ratios: Record<string, Record<string, number | null>> = {};
+  const baselineId = 'tgtd-direct';
+  const ourIds = targets.filter(t => t.id.startsWith('ours-')).map(t => t.id);
   for (const w of workloads) {
-    const ours = find(w.name, 'ours');
     ratios[w.name] = {};
+    const direct = find(w.name, baselineId);
+    for (const id of ourIds) {
+      for (const other of targets.filter(t => !t.id.startsWith('ours-'))) {
+        const r = ratio(find(w.name, id)?.iops, find(w.name, other.id)?.iops);
+        ratios[w.name]![`${id}/${other.id}`] = r === undefined ? null : Math.round(r * 1000) / 1000;
+      }
+    }
     for (const [i, t] of targets.entries()) {
       const s = find(w.name, t.id);
-      const r = t.id === 'ours' ? undefined : ratio(ours?.iops, s?.iops);
-      if (t.id !== 'ours') ratios[w.name]![`ours/${t.id}`] = r === undefined ? null : Math.round(r * 1000) / 1000;
+      const r = t.id === baselineId ? undefined : ratio(s?.iops, direct?.iops);
       const range = (x: Summary | undefined, f: (n: number) => string): string =>
         x === undefined ? 'error' : `${f(x.median)} (${f(x.min)}–${f(x.max)})`;
       rows.push([
@@ -452,14 +573,14 @@ async function main(): Promise<number> {
         t.label,
         range(s?.iops, fmtInt),
         range(s?.mbps, n => fmtFixed(n, n >= 100 ? 0 : 1)),
-        t.id === 'ours' ? '' : r === undefined ? 'n/a' : `${fmtFixed(r, 2)}x`,
+        t.id === baselineId ? '' : r === undefined ? 'n/a' : `${fmtFixed(r, 2)}x`,
       ]);
     }
   }
   const table = formatTable([
     { header: 'workload' }, { header: 'pattern' }, { header: 'target' },
     { header: 'IOPS median (min–max)', align: 'right' }, { header: 'MB/s median (min–max)', align: 'right' },
-    { header: 'ours/this', align: 'right' },
+    { header: 'this/tgtd O_DIRECT', align: 'right' },
   ], rows);
 
   const errors = summaries.filter(s => s.errors.length > 0);
@@ -469,9 +590,10 @@ async function main(): Promise<number> {
     ...targets.map(t => `  ${t.label.padEnd(14)} ${t.io}`),
     `  strided = 4 KiB requests stepping ${STRIDE_4K / 2 ** 20 | 0} MiB+ apart with wrap-around (qemu-img bench has no random mode); seq = sequential`,
     '  ours and tgtd O_DIRECT hit the disk on every I/O; tgtd buffered serves a LUN that fits in RAM from the page cache.',
-    '  ours/this = median IOPS of ours divided by median IOPS of that target (>1: ours faster).',
+    '  this/tgtd O_DIRECT = median IOPS of that row divided by median IOPS of tgtd O_DIRECT (>1: faster than tgtd O_DIRECT).',
   ];
   process.stdout.write(`${header.join('\n')}\n\n${table}\n\n`);
+  if (rebuilds.length > 0) process.stdout.write(`${rebuildTable(rebuilds)}\n\n`);
   for (const e of errors) process.stdout.write(`errors ${e.target} ${e.workload}: ${e.errors.join(' | ')}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
 
@@ -488,6 +610,7 @@ async function main(): Promise<number> {
       iops: s.iops ?? null, mbps: s.mbps ?? null, errors: s.errors,
     })),
     ratios,
+    rebuild: rebuilds.map(r => ({ scenario: r.scenario, rate: r.rate, load: r.load, ...(r.result ?? {}), error: r.error ?? null })),
     notes,
   });
   return errors.length > 0 ? 1 : 0;

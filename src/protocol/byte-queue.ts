@@ -1,5 +1,6 @@
 // The pending input of a resumable stream parser: received chunks, consumed from the front without
 // copying when a request falls inside one chunk (a `subarray` view), with one copy otherwise.
+import { allocIoBuffer } from './io-buffer.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -33,7 +34,7 @@ export class ByteQueue {
       else this.#offset = end;
       return first.subarray(start, end);
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = allocIoBuffer(n);
     this.#copy(out, 0, n);
     return out;
   }

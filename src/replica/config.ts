@@ -12,6 +12,8 @@ export interface ReplicaConfig {
   readonly target: { readonly host: string; readonly port: number };
   /** Where this replica's gRPC control server listens (port 0 = any). */
   readonly control: { readonly host: string; readonly port: number };
+  /** The control address announced to the target and peer replicas (default: the bound one). */
+  readonly advertise: string | undefined;
   readonly format: { readonly capacityBytes: number; readonly blockSize: 512 | 4096; readonly chunkSize: number; readonly force: boolean } | undefined;
   readonly logLevel: string;
 }
@@ -34,6 +36,8 @@ target's replica port and reconnecting with backoff.
   --replica-id ID        this replica's id (must match the device's superblock)
   --target HOST:PORT     the target's replica port to dial (default ${DEFAULT_REPLICA_TARGET})
   --control HOST:PORT    where the gRPC control service listens (default ${DEFAULT_CONTROL})
+  --advertise HOST:PORT  the control address the target and peer replicas dial (default: the bound
+                         --control address; set it when listening on 0.0.0.0, e.g. to the pod IP)
   --format               initialise the device first if it holds no replica (idempotent for this replica)
   --size SIZE            with --format: volume capacity (e.g. 1GiB)
   --block-size 512|4096  with --format: logical block size (default 512)
@@ -64,6 +68,7 @@ export function parseReplicaConfig(argv: readonly string[], env: NodeJS.ProcessE
         'replica-id': { type: 'string' },
         target: { type: 'string' },
         control: { type: 'string' },
+        advertise: { type: 'string' },
         format: { type: 'boolean' },
         size: { type: 'string' },
         'block-size': { type: 'string' },
@@ -89,6 +94,13 @@ export function parseReplicaConfig(argv: readonly string[], env: NodeJS.ProcessE
     if (typeof target === 'string') fail('target', target);
     const control = parseHostPort(values.control ?? DEFAULT_CONTROL, 0);
     if (typeof control === 'string') fail('control', control);
+    let advertise: string | undefined;
+    if (values.advertise !== undefined) {
+      const a = parseHostPort(values.advertise, 0);
+      if (typeof a === 'string') fail('advertise', a);
+      if (a.port === 0 || a.host === '0.0.0.0' || a.host === '::') fail('advertise', `'${values.advertise}' must name a reachable host and a port`);
+      advertise = `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+    }
     let format: ReplicaConfig['format'];
     if (values.format === true) {
       if (volumeUuid === undefined) fail('volume-uuid', 'is required with --format');
@@ -112,7 +124,7 @@ export function parseReplicaConfig(argv: readonly string[], env: NodeJS.ProcessE
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) fail('log-level', `'${logLevel}' is not a level`);
     return {
       ok: true,
-      config: { device: resolve(device), volumeName, volumeUuid: volumeUuid?.toLowerCase(), replicaId, target, control, format, logLevel },
+      config: { device: resolve(device), volumeName, volumeUuid: volumeUuid?.toLowerCase(), replicaId, target, control, advertise, format, logLevel },
     };
   } catch (err) {
     if (err instanceof ConfigError) return { ok: false, error: err.message };

@@ -15,14 +15,20 @@ import {
   type StatusReply,
   type StatusRequest,
   type StartRebuildRequest,
+  type SetRebuildRateRequest,
+  type GetTargetStateRequest,
+  type TargetStateMessage,
 } from '../protocol/replica/control-codec.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreError, type ChunkRun } from './store-api.js';
 
 export interface ReplicaControlHandlers {
   status(): Promise<StatusReply>;
-  /** Persist `epoch`; resolve with the epoch now persisted (nothing = echo the request). */
-  setEpoch(epoch: number): Promise<number | void>;
+  /**
+   * Persist `epoch`; resolve with the epoch now persisted (nothing = echo the request). `exclusive`:
+   * refuse the persisted epoch itself too (StoreError ESTALE_EPOCH), atomically with the update.
+   */
+  setEpoch(epoch: number, exclusive: boolean): Promise<number | void>;
   /**
    * Grow to `capacityBytes`; resolve with the new capacity (nothing = echo the request). StoreError has
    * no code for "shrink", so refuse one with ControlError('FAILED_PRECONDITION').
@@ -41,6 +47,15 @@ export interface ReplicaControlHandlers {
    * one while running with ControlError('FAILED_PRECONDITION'). Absent = UNIMPLEMENTED.
    */
   startRebuild?(request: StartRebuildRequest): Promise<boolean>;
+  /** Change the running rebuild's rate limit (bytes/s, 0 = unlimited); false when none runs. Absent = UNIMPLEMENTED. */
+  setRebuildRate?(rateBytesPerSec: number): Promise<boolean>;
+  /** The target's metadata blob (generation 0 = none). Absent = UNIMPLEMENTED. */
+  getTargetState?(): Promise<TargetStateMessage>;
+  /**
+   * Store the target's metadata blob durably before resolving; refuse an older epoch or generation
+   * with StoreError ESTALE_EPOCH (FAILED_PRECONDITION). Absent = UNIMPLEMENTED.
+   */
+  putTargetState?(state: TargetStateMessage): Promise<void>;
 }
 
 type GrpcStatusName = Exclude<keyof typeof grpc.status, 'OK'>;
@@ -133,8 +148,8 @@ export async function startControlServer(options: ControlServerOptions): Promise
   }
 
   const status = unary<StatusRequest>('Status', async () => codecs.statusReply.encode(await handlers.status()));
-  const setEpoch = unary<SetEpochRequest>('SetEpoch', async ({ epoch }) => {
-    const persisted = await handlers.setEpoch(epoch);
+  const setEpoch = unary<SetEpochRequest>('SetEpoch', async ({ epoch, exclusive }) => {
+    const persisted = await handlers.setEpoch(epoch, exclusive === true);
     return codecs.setEpochReply.encode({ epoch: persisted ?? epoch });
   });
   const resize = unary<ResizeRequest>('Resize', async ({ capacityBytes }) => {
@@ -149,6 +164,15 @@ export async function startControlServer(options: ControlServerOptions): Promise
     codecs.rebuildEstimateReply.encode(await (handlers.rebuildEstimate?.(sinceIoSeq, volumeUuid) ?? unimplemented('RebuildEstimate'))));
   const startRebuild = unary<StartRebuildRequest>('StartRebuild', async (request) =>
     codecs.startRebuildReply.encode({ started: await (handlers.startRebuild?.(request) ?? unimplemented('StartRebuild')) }));
+  const setRebuildRate = unary<SetRebuildRateRequest>('SetRebuildRate', async ({ rateBytesPerSec }) =>
+    codecs.setRebuildRateReply.encode({ applied: await (handlers.setRebuildRate?.(rateBytesPerSec) ?? unimplemented('SetRebuildRate')) }));
+
+  const getTargetState = unary<GetTargetStateRequest>('GetTargetState', async () =>
+    codecs.targetState.encode(await (handlers.getTargetState?.() ?? unimplemented('GetTargetState'))));
+  const putTargetState = unary<TargetStateMessage>('PutTargetState', async (state) => {
+    await (handlers.putTargetState?.(state) ?? unimplemented('PutTargetState'));
+    return codecs.putTargetStateReply.encode({ generation: state.generation });
+  });
 
   const rebuild: grpc.handleServerStreamingCall<Decoded<RebuildRequest>, Buffer> = (call) => {
     const decoded = call.request;
@@ -220,7 +244,9 @@ export async function startControlServer(options: ControlServerOptions): Promise
   };
 
   const server = new grpc.Server();
-  server.addService(replicaControlServiceDefinition, { status, setEpoch, resize, rebuild, rebuildEstimate, startRebuild });
+  server.addService(replicaControlServiceDefinition, {
+    status, setEpoch, resize, rebuild, rebuildEstimate, startRebuild, getTargetState, putTargetState, setRebuildRate,
+  });
 
   const bindHost = host.includes(':') ? `[${host}]` : host;
   const port = await new Promise<number>((resolve, reject) => {

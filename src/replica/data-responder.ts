@@ -6,10 +6,11 @@
 import type { Socket } from 'node:net';
 import { FrameReader, type ReceivedFrame } from '../protocol/replica/frame-reader.js';
 import {
-  DEFAULT_MAX_PAYLOAD_LENGTH, FrameFlag, MAX_IO_LENGTH, Opcode, ReplicaStatus, encodeErrorMessage, encodeFrame,
+  DEFAULT_MAX_PAYLOAD_LENGTH, FrameFlag, MAX_IO_LENGTH, Opcode, ReplicaStatus, encodeErrorMessage, encodeFrame, encodeHeader,
   encodeIoSeqs, encodeMapStatus, statusForStoreErrorCode, statusName, type FrameError, type FrameHeader,
   type ReplicaStatusName, type ReplicaStatusValue,
 } from '../protocol/replica/frame.js';
+import { crc32c } from '../protocol/iscsi/digest.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreError, type ReplicaStoreApi } from './store-api.js';
 
@@ -265,7 +266,7 @@ export class DataResponder {
           result.release();
         };
         try {
-          this.#respond(h, ReplicaStatus.Ok, undefined, result.data, encodeIoSeqs(result.ioSeqs), release);
+          this.#respond(h, ReplicaStatus.Ok, undefined, result.data, encodeIoSeqs(result.ioSeqs), release, result.dataCrc);
         } catch (err) {
           release();
           throw err;
@@ -274,7 +275,8 @@ export class DataResponder {
       }
       case Opcode.Write:
         try {
-          await store.write(h.offset, payload, h.ioSeq, { fua: (h.flags & FrameFlag.Fua) !== 0 });
+          // The payload passed its CRC32C check (#check): the store may reuse it as a chunk checksum.
+          await store.write(h.offset, payload, h.ioSeq, { fua: (h.flags & FrameFlag.Fua) !== 0, crc: h.payloadCrc });
         } finally {
           releasePayload();
         }
@@ -314,17 +316,15 @@ export class DataResponder {
    * Write one response (header + payload parts, corked so they leave in one writev). `done` runs once
    * the bytes are handed to the kernel, or at once if the connection is gone.
    */
-  #respond(h: FrameHeader, status: ReplicaStatusValue, offset?: number, data?: Buffer, trailer?: Buffer, done?: () => void): void {
+  #respond(h: FrameHeader, status: ReplicaStatusValue, offset?: number, data?: Buffer, trailer?: Buffer, done?: () => void,
+    dataCrc?: number): void {
     const socket = this.#socket;
     if (!this.#open || socket.destroyed || !socket.writable) {
       done?.();
       return;
     }
     this.#counts[statusName(status) ?? 'Invalid']++;
-    const parts: Buffer[] = [];
-    if (data !== undefined) parts.push(data);
-    if (trailer !== undefined) parts.push(trailer);
-    const buffers = encodeFrame({
+    const fields = {
       opcode: h.opcode,
       flags: FrameFlag.Response,
       status,
@@ -333,7 +333,19 @@ export class DataResponder {
       ioSeq: h.ioSeq,
       offset: offset ?? h.offset,
       length: h.length,
-    }, ...parts);
+    };
+    let buffers: Buffer[];
+    if (data !== undefined && dataCrc !== undefined && data.length > 0) {
+      // The store already verified the data's checksum: continue it over the trailer, no second pass.
+      const crc = trailer === undefined || trailer.length === 0 ? dataCrc : crc32c(trailer, dataCrc);
+      const header = encodeHeader(fields, data.length + (trailer?.length ?? 0), crc);
+      buffers = trailer === undefined ? [header, data] : [header, data, trailer];
+    } else {
+      const parts: Buffer[] = [];
+      if (data !== undefined) parts.push(data);
+      if (trailer !== undefined) parts.push(trailer);
+      buffers = encodeFrame(fields, ...parts);
+    }
     if (!this.#corked) {
       // Every response completed in this tick leaves in one writev.
       this.#corked = true;

@@ -103,10 +103,12 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
             ...(rebuild === undefined ? {} : { rebuild }),
           };
         },
-        setEpoch: async (epoch) => {
-          await store.setEpoch(epoch);
+        setEpoch: async (epoch, exclusive) => {
+          await store.setEpoch(epoch, { exclusive });
           return store.info.epoch;
         },
+        getTargetState: () => store.targetState(),
+        putTargetState: (state) => store.putTargetState(state),
         resize: async (capacityBytes) => {
           if (capacityBytes < store.info.capacityBytes) {
             throw new ControlError('FAILED_PRECONDITION', `shrinking from ${store.info.capacityBytes} to ${capacityBytes} bytes is refused`);
@@ -147,6 +149,12 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           });
           return true;
         },
+        setRebuildRate: async (rateBytesPerSec) => {
+          const state = sink?.progress().state;
+          if (state !== 'running' && state !== 'backoff') return false;
+          sink!.setRate(rateBytesPerSec);
+          return true;
+        },
       },
     });
   } catch (err) {
@@ -157,7 +165,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
     host: config.target.host,
     port: config.target.port,
     store,
-    controlAddress: control.address,
+    controlAddress: config.advertise ?? control.address,
     logger: logger.child({ component: 'target-link' }),
   });
   link.start();

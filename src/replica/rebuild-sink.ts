@@ -85,7 +85,8 @@ export class RebuildSink {
   readonly #store: RebuildSinkStore;
   readonly #source: string;
   readonly #sinceIoSeq: number;
-  readonly #rate: number;
+  /** Bytes/s, 0 = unlimited; changed live by setRate (the target's adaptive controller). */
+  #rate: number;
   readonly #maxRunBytes: number;
   readonly #maxAttempts: number;
   readonly #backoffMs: number;
@@ -128,6 +129,27 @@ export class RebuildSink {
 
   get source(): string {
     return this.#source;
+  }
+
+  /** The rate limit now, bytes/s (0 = unlimited). */
+  get rateLimit(): number {
+    return this.#rate;
+  }
+
+  /**
+   * Changes the rate limit of a running (or not yet started) rebuild; 0 = unlimited. Takes effect
+   * from the next run; a wait already computed at the old rate is at most one run long.
+   */
+  setRate(bytesPerSec: number): void {
+    if (!Number.isFinite(bytesPerSec) || bytesPerSec < 0) throw new RangeError(`invalid rate ${bytesPerSec}`);
+    if (bytesPerSec === this.#rate) return;
+    this.#log.debug({ from: this.#rate, to: bytesPerSec }, 'rebuild rate changed');
+    // Leaving unlimited: start the bucket empty now, not with credit from when the limit was off.
+    if (this.#rate === 0) {
+      this.#tokens = 0;
+      this.#tokensAt = performance.now();
+    }
+    this.#rate = bytesPerSec;
   }
 
   /** Runs the rebuild; settles (never rejects) with the final progress, state 'done' or 'failed'. Idempotent. */

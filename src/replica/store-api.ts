@@ -43,6 +43,11 @@ export interface StoreReadResult {
   readonly data: Buffer;
   /** The io_seq of every chunk the range touches, in order (0 = never written). */
   readonly ioSeqs: Float64Array;
+  /**
+   * CRC32C of `data` when known without another pass over it: a read of whole chunks carries the
+   * checksums the store just verified, combined (the data path reuses it for its frame).
+   */
+  readonly dataCrc?: number;
   /** Return pooled memory; `data` must not be used afterwards. */
   release(): void;
 }
@@ -77,7 +82,11 @@ export interface ReplicaStoreApi {
   stats(): StoreStats;
   read(offset: number, length: number): Promise<StoreReadResult>;
   /** `data` may be any Buffer; one from acquireBuffer() avoids a copy. */
-  write(offset: number, data: Buffer, ioSeq: number, options?: { readonly fua?: boolean }): Promise<StoreWriteResult>;
+  /**
+   * `crc`: CRC32C of `data`, already verified against these very bytes (the data path's payload
+   * checksum); reused as the chunk checksum when `data` is exactly one whole chunk.
+   */
+  write(offset: number, data: Buffer, ioSeq: number, options?: { readonly fua?: boolean; readonly crc?: number }): Promise<StoreWriteResult>;
   unmap(offset: number, length: number, ioSeq: number): Promise<StoreWriteResult>;
   writeZeroes(offset: number, length: number, ioSeq: number): Promise<StoreWriteResult>;
   /** Make every completed write durable (fdatasync). */

@@ -1,17 +1,22 @@
 // Where the store's regions sit on the device. Pure arithmetic, shared by format and open.
 //
 //   [0, 8 KiB)                 superblock, two 4 KiB slots (superblock.ts)
+//   [64 KiB, 192 KiB)          the target's metadata blob, two 64 KiB slots (target-state.ts)
 //   [1 MiB, +journal)          intent journal ring (journal.ts)
 //   [metadata, +table)         16 bytes per chunk, sized for the largest capacity the volume may grow to
 //   [data, +capacity)          the volume's blocks, chunk i at data + i * chunkSize
 // Regions start on 1 MiB boundaries so data I/O is aligned for any device up to 1 MiB sectors.
 
 import { ENTRY_BYTES } from './metadata-table.js';
+import { TARGET_STATE_SLOT_BYTES } from './target-state.js';
 
 export const REGION_ALIGN = 1 << 20;
 export const DEFAULT_JOURNAL_BYTES = 128 << 20;
 export const MIN_JOURNAL_BYTES = 1 << 20;
 export const DEFAULT_CHUNK_SIZE = 4096;
+/** The target state slots sit in the gap before the journal, which every layout starts at REGION_ALIGN. */
+export const TARGET_STATE_OFFSET = 64 * 1024;
+export const TARGET_STATE_REGION_BYTES = 2 * TARGET_STATE_SLOT_BYTES;
 
 export interface StoreLayout {
   readonly journalOffset: number;

@@ -29,7 +29,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { open as fsOpen, stat, truncate } from 'node:fs/promises';
-import { crc32c } from '../protocol/iscsi/digest.js';
+import { crc32c, crc32cCombine } from '../protocol/iscsi/digest.js';
 import type { Logger } from '../shared/logger.js';
 import { AlignedPool } from './aligned-pool.js';
 import { ChunkLocks } from './chunk-locks.js';
@@ -37,8 +37,11 @@ import { ENTRY_BYTES, MAX_IO_SEQ, MetadataTable, NO_DATA_FLAGS, ChunkFlag, TABLE
 import { JOURNAL_BLOCK_BYTES, JournalWriter, decodeJournalBlock, type DecodedJournalEntry, type JournalEntry, type JournalTicket } from './journal.js';
 import { BlockFile, type BlockIoError, type Engine } from './native.js';
 import {
-  DEFAULT_CHUNK_SIZE, DEFAULT_JOURNAL_BYTES, MIN_JOURNAL_BYTES, layoutForDevice, layoutForFile, type StoreLayout,
+  DEFAULT_CHUNK_SIZE, DEFAULT_JOURNAL_BYTES, MIN_JOURNAL_BYTES, TARGET_STATE_OFFSET, TARGET_STATE_REGION_BYTES, layoutForDevice,
+  layoutForFile, type StoreLayout,
 } from './store-layout.js';
+import { TargetStateArea } from './target-state-area.js';
+import type { TargetStateBlob } from './target-state.js';
 import {
   SUPERBLOCK_REGION_BYTES, SuperblockFlag, encodeSuperblock, nextSuperblock, selectSuperblock, type Superblock,
 } from './superblock.js';
@@ -234,7 +237,8 @@ export async function formatStore(path: string, options: FormatOptions): Promise
     if (!isBlockDevice && file.size < needed) await truncate(path, needed);
     // Old journal blocks or table entries must not survive into the new format. A new file is all holes.
     if (!created) {
-      await file.writeZeroes(0, SUPERBLOCK_REGION_BYTES);
+      // Through the target state slots: a previous format's blob must not survive either.
+      await file.writeZeroes(0, TARGET_STATE_OFFSET + TARGET_STATE_REGION_BYTES);
       await file.writeZeroes(layout.metadataOffset, layout.metadataLength);
     }
     // The journal is written with real zeroes, not holes or unwritten extents: a journal write is on
@@ -320,6 +324,7 @@ export class ReplicaStore implements ReplicaStoreApi {
   #closing: Promise<void> | undefined;
   #idle: (() => void) | undefined;
   #superblockChain: Promise<unknown> = Promise.resolve();
+  #targetState: TargetStateArea | undefined;
   #checkpointing: Promise<void> | undefined;
   #checkpointTimer: NodeJS.Timeout | undefined;
   #syncRunning: Promise<void> | undefined;
@@ -659,6 +664,21 @@ export class ReplicaStore implements ReplicaStoreApi {
     }
   }
 
+  /**
+   * The checksum of chunks [first, first+count) as #readChunks just returned (and verified) them,
+   * combined from their table checksums instead of another pass over the data.
+   */
+  #verifiedRunCrc(first: number, count: number): number {
+    const { flags, ioSeq, crc } = this.#table;
+    const chunk = this.#chunk;
+    let run = 0;
+    for (let c = first; c < first + count; c++) {
+      const own = (flags[c]! & NO_DATA_FLAGS) === 0 && ioSeq[c]! !== 0 ? crc[c]! : this.#zeroCrc;
+      run = c === first ? own : crc32cCombine(run, own, chunk);
+    }
+    return run;
+  }
+
   async read(offset: number, length: number): Promise<StoreReadResult> {
     this.#checkOpen();
     this.#checkRange(offset, length);
@@ -680,6 +700,7 @@ export class ReplicaStore implements ReplicaStoreApi {
       return {
         data: buf.subarray(at, at + length),
         ioSeqs,
+        ...(at === 0 && length === count << shift ? { dataCrc: this.#verifiedRunCrc(first, count) } : {}),
         release: () => {
           if (released) return;
           released = true;
@@ -695,8 +716,8 @@ export class ReplicaStore implements ReplicaStoreApi {
     }
   }
 
-  async write(offset: number, data: Buffer, ioSeq: number, options?: { readonly fua?: boolean }): Promise<StoreWriteResult> {
-    const result = await this.#mutate(offset, data.length, ioSeq, data, 0);
+  async write(offset: number, data: Buffer, ioSeq: number, options?: { readonly fua?: boolean; readonly crc?: number }): Promise<StoreWriteResult> {
+    const result = await this.#mutate(offset, data.length, ioSeq, data, 0, options?.crc);
     // FUA: durable before the acknowledgement (also when skipped: the newer data must be durable too).
     if (options?.fua === true) await this.flush();
     return result;
@@ -714,7 +735,8 @@ export class ReplicaStore implements ReplicaStoreApi {
    * The one mutation path. `data` given: write it. Otherwise whole chunks get `noDataFlags` (zero or
    * deallocated, no data I/O) and partial chunks at either end are rewritten with zeroes.
    */
-  async #mutate(offset: number, length: number, ioSeq: number, data: Buffer | undefined, noDataFlags: number): Promise<StoreWriteResult> {
+  async #mutate(offset: number, length: number, ioSeq: number, data: Buffer | undefined, noDataFlags: number,
+    dataCrc?: number): Promise<StoreWriteResult> {
     this.#checkOpen();
     this.#checkRange(offset, length);
     ReplicaStore.#checkSeq(ioSeq);
@@ -777,12 +799,14 @@ export class ReplicaStore implements ReplicaStoreApi {
       const journalData = data !== undefined && plan.length * chunk <= this.#dataJournalMax;
       const entries: JournalEntry[] = [];
       const newCrcs = new Uint32Array(plan.length);
+      // Exactly one whole chunk of data: the caller's checksum of it is the chunk's (no second pass).
+      const knownCrc = dataCrc !== undefined && data !== undefined && count === 1 && length === chunk ? dataCrc : undefined;
       for (let i = 0; i < plan.length; i++) {
         const p = plan[i]!;
         const c = p.chunk;
         const at = (c - first) * chunk;
         const view = p.noDataFlags !== 0 ? undefined : work!.subarray(at, at + chunk);
-        const newCrc = view === undefined ? 0 : crc32c(view);
+        const newCrc = view === undefined ? 0 : knownCrc ?? crc32c(view);
         newCrcs[i] = newCrc;
         entries.push({
           chunk: c, newSeq: ioSeq, newCrc, newFlags: p.noDataFlags,
@@ -980,10 +1004,14 @@ export class ReplicaStore implements ReplicaStoreApi {
     return { length: Math.min(c * chunk, limit) - offset, mapped };
   }
 
-  setEpoch(epoch: number): Promise<void> {
+  /** `exclusive`: the persisted epoch itself is refused too (a target start claims a new one). */
+  setEpoch(epoch: number, options?: { readonly exclusive?: boolean }): Promise<void> {
     return this.#updateSuperblock((sb) => {
       if (!Number.isSafeInteger(epoch) || epoch < 0) throw new StoreError(StoreErrorCode.Invalid, `invalid epoch ${epoch}`);
       if (BigInt(epoch) < sb.epoch) throw new StoreError(StoreErrorCode.StaleEpoch, `epoch ${epoch} is older than the persisted epoch ${sb.epoch}`);
+      if (options?.exclusive === true && BigInt(epoch) === sb.epoch) {
+        throw new StoreError(StoreErrorCode.StaleEpoch, `epoch ${epoch} is already taken (another target claimed it)`);
+      }
       return BigInt(epoch) === sb.epoch ? undefined : { epoch: BigInt(epoch) };
     });
   }
@@ -1003,6 +1031,57 @@ export class ReplicaStore implements ReplicaStoreApi {
   endRebuild(): Promise<void> {
     return this.#updateSuperblock((sb) => ((sb.flags & SuperblockFlag.Rebuilding) === 0 ? undefined
       : { flags: sb.flags & ~SuperblockFlag.Rebuilding, rebuildSinceIoSeq: 0n }));
+  }
+
+  /** The target's metadata blob (target-state.ts); generation 0 when none was stored. */
+  targetState(): Promise<TargetStateBlob> {
+    return this.#serialised(() => this.#targetStateArea().get());
+  }
+
+  /**
+   * Store the target's metadata blob durably. Fenced like the data path: refused (ESTALE_EPOCH) when
+   * written under an epoch older than the persisted one, or older than the stored generation. It
+   * runs in the superblock chain, so a SetEpoch that completed is never overtaken by an older put.
+   */
+  async putTargetState(blob: TargetStateBlob): Promise<void> {
+    if (Number.isSafeInteger(blob.epoch) && BigInt(blob.epoch) > this.#sb.epoch) await this.setEpoch(blob.epoch);
+    return this.#serialised(async () => {
+      if (BigInt(blob.epoch) < this.#sb.epoch) {
+        throw new StoreError(StoreErrorCode.StaleEpoch, `target state written under epoch ${blob.epoch}, older than the persisted epoch ${this.#sb.epoch}`);
+      }
+      await this.#targetStateArea().put(blob);
+    });
+  }
+
+  #targetStateArea(): TargetStateArea {
+    this.#checkOpen();
+    if (this.#targetState !== undefined) return this.#targetState;
+    const end = TARGET_STATE_OFFSET + TARGET_STATE_REGION_BYTES;
+    const sb = this.#sb;
+    if (Number(sb.journalOffset) < end || Number(sb.metadataOffset) < end) {
+      throw new StoreError(StoreErrorCode.Invalid, 'this replica\'s layout has no room for the target state');
+    }
+    const file = this.#file;
+    this.#targetState = new TargetStateArea({
+      io: {
+        read: (buf, offset) => file.read(buf, offset),
+        write: (buf, offset) => file.write(buf, offset),
+        flush: () => file.flush(),
+        acquire: (size) => this.#pool.acquire(size),
+        release: (buf) => this.#pool.release(buf),
+      },
+      offset: TARGET_STATE_OFFSET,
+      volumeUuid: sb.volumeUuid,
+      log: this.#log,
+    });
+    return this.#targetState;
+  }
+
+  /** Run `fn` after every superblock update queued before it, and before any queued after. */
+  #serialised<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#superblockChain.then(fn, fn);
+    this.#superblockChain = p.catch(() => undefined);
+    return p;
   }
 
   async resize(capacityBytes: number): Promise<void> {

@@ -37,9 +37,12 @@ function isHostname(host: string): boolean {
 
 const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
 
-/** Bytes, or K/M/G/T with an optional B/iB suffix; all multipliers are binary (as qemu-img does). */
+/**
+ * Bytes, or K/M/G/T with an optional B, iB or i suffix (Kubernetes writes 10Gi); all multipliers
+ * are binary (as qemu-img does).
+ */
 export function parseSize(raw: string): bigint | undefined {
-  const m = /^(\d+)\s*(?:([KMGTkmgt])(?:i?[Bb])?|[Bb])?$/.exec(raw.trim());
+  const m = /^(\d+)\s*(?:([KMGTkmgt])(?:i?[Bb]|i)?|[Bb])?$/.exec(raw.trim());
   if (m === null || m[1] === undefined) return undefined;
   // Guard BigInt() against absurd digit strings before multiplying.
   if (m[1].length > 30) return undefined;

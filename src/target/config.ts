@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { parseHostPort, parseSize } from '../shared/cli-values.js';
+import { explainFlagError, mergeConfigFlags, volumeConfigFlags, VolumeConfigError, type ConfigFlag } from './volume-config.js';
 
 export { parseSize };
 
@@ -39,6 +40,27 @@ export interface TargetConfig {
   readonly replicas: number;
   /** Rebuild rate limit in MiB/s (0 = unlimited). */
   readonly rebuildRateMiBs: number;
+  /** false: the rebuild rate stays at --rebuild-rate; absent/true: adapted to foreground load, capped by it. */
+  readonly rebuildAdaptive?: boolean;
+  /**
+   * Replicas are started by someone else (Kubernetes: a StatefulSet dialing the replica port); the
+   * target waits for r1..rK to dial in instead of running replica processes.
+   */
+  readonly externalReplicas: boolean;
+  /** The volume's UUID when the operator assigns it (external replicas are formatted with it). */
+  readonly volumeUuid?: string;
+  /** The volume name replicas record (cStor: the PV name); default: the IQN's part after the last ':'. */
+  readonly volumeName: string;
+  /** Ids of the replicas this volume is made of (default r1..rK). */
+  readonly replicaIds: readonly string[];
+  /** Healthy acknowledgements a write needs (cStor's consistency factor; default and minimum ⌊k/2⌋+1). */
+  readonly writeQuorum: number;
+  /** Seconds a replica may take to answer a request before it is ejected (and rebuilt later). */
+  readonly replicaTimeoutS: number;
+  /** /metrics, /healthz and /readyz (cStor's exporter port); undefined = off. */
+  readonly metricsPort: { readonly host: string; readonly port: number } | undefined;
+  /** The gRPC management service (port 0 = any free port; tools find it in <data-dir>/state/endpoints.json). */
+  readonly managementPort: { readonly host: string; readonly port: number };
 }
 
 /**
@@ -60,6 +82,11 @@ export const DEFAULT_RESTART_DELAY_S = 2;
 export const DEFAULT_REPLICA_HOLD_S = 30;
 export const DEFAULT_REPLICAS = 3;
 export const DEFAULT_REBUILD_RATE_MIBS = 200;
+export const DEFAULT_REPLICA_TIMEOUT_S = 5;
+export const DEFAULT_METRICS_PORT = '127.0.0.1:9500';
+export const DEFAULT_MANAGEMENT_PORT = '127.0.0.1:0';
+/** cStor's IQN prefix: the default IQN is this plus the volume name. */
+export const IQN_PREFIX = 'iqn.2016-09.com.openebs.cstor:';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const MIN_SIZE = 1n << 20n;
@@ -72,6 +99,7 @@ const MIN_SECRET_BYTES = 12;
 const MAX_CHAP_BYTES = 255;
 // RFC 3720 §3.2.6.1: iSCSI names are at most 223 bytes (UTF-8).
 const MAX_NAME_BYTES = 223;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const TARGET_USAGE = `usage: cstor-target [options]
 
@@ -97,10 +125,32 @@ export const TARGET_USAGE = `usage: cstor-target [options]
   --replica-hold SEC         I/O waits this long for a replica to (re)connect before failing (default ${DEFAULT_REPLICA_HOLD_S})
   --replicas K               replica processes, 1..5 (default ${DEFAULT_REPLICAS}); writes complete at a majority
   --rebuild-rate MIB         rebuild rate limit in MiB/s per replica (default ${DEFAULT_REBUILD_RATE_MIBS}; 0 = unlimited)
+  --rebuild-adaptive on|off  on (default): lower the rebuild rate below --rebuild-rate while foreground
+                             I/O would drop under ~0.5x its level without a rebuild; off: a fixed rate
+  --external-replicas        start no replica processes: wait for replicas r1..rK to dial the replica port
+                             (how it runs under Kubernetes)
+  --volume-uuid UUID         the volume's UUID (default: generated on first start and kept in
+                             <data-dir>/volume.json; a data dir holding another UUID is refused)
+  --volume-name NAME         the volume name replicas record (default: the IQN's last ':' part;
+                             without --iqn the IQN becomes ${IQN_PREFIX}NAME)
+  --replica-ids A,B,C        the replica ids of this volume (default r1..rK); sets K when --replicas is absent
+  --write-quorum W           healthy acknowledgements a write needs (cStor's consistency factor;
+                             default and minimum a majority of K)
+  --replica-timeout SEC      a replica not answering a request within SEC seconds is ejected and
+                             rebuilt later (default ${DEFAULT_REPLICA_TIMEOUT_S}; decimals allowed)
+  --metrics-port HOST:PORT   Prometheus /metrics, /healthz, /readyz (default ${DEFAULT_METRICS_PORT};
+                             port 0 = any; 'off' = none)
+  --management-port HOST:PORT
+                             gRPC management service for cstor-ctl (default ${DEFAULT_MANAGEMENT_PORT}: any
+                             free port, published in <data-dir>/state/endpoints.json)
+  --chap-secret-file FILE    read the one-way CHAP secret from FILE (a mounted Secret; trailing newline dropped)
+  --config FILE              a CStorVolume-shaped YAML volume config; env CSTOR_* variables override
+                             it, command-line flags override both (see README)
   --help                     print this text
 
-The volume's data lives in a replica process on <data-dir>/replica-1.img; its line is printed as
-  replica r1 pid <PID>
+The volume's data lives in replica processes on <data-dir>/replica-N.img; each start is printed as
+  replica rN pid <PID>
+Before waiting for replicas: replicas listening <HOST>:<PORT>
 When listening, one line is printed to stdout: ready iqn=<IQN> portal=<HOST>:<PORT>
 Logs (JSON) go to stderr.`;
 
@@ -123,6 +173,16 @@ const OPTIONS = {
   'replica-hold': { type: 'string' },
   replicas: { type: 'string' },
   'rebuild-rate': { type: 'string' },
+  'rebuild-adaptive': { type: 'string' },
+  'external-replicas': { type: 'boolean' },
+  'volume-uuid': { type: 'string' },
+  'volume-name': { type: 'string' },
+  'replica-ids': { type: 'string' },
+  'write-quorum': { type: 'string' },
+  'replica-timeout': { type: 'string' },
+  'metrics-port': { type: 'string' },
+  'management-port': { type: 'string' },
+  'chap-secret-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -132,7 +192,11 @@ function fail(flag: string, message: string): never {
   throw new ConfigError(`--${flag}: ${message}`);
 }
 
-export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParseTargetConfigResult {
+/**
+ * `readFile` reads --chap-secret-file (injected so parsing stays testable without files); a read
+ * failure is reported as that flag's error.
+ */
+export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEnv, readFile: (path: string) => string = noFiles): ParseTargetConfigResult {
   let parsed;
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
@@ -176,13 +240,28 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       fail('size', `'${sizeRaw}' (${sizeBytes} bytes) is not a multiple of the block size ${blockSize}`);
     }
 
-    const iqnRaw = values.iqn ?? DEFAULT_IQN;
+    const volumeNameRaw = values['volume-name'];
+    if (volumeNameRaw !== undefined && !/^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$/.test(volumeNameRaw)) {
+      fail('volume-name', `'${volumeNameRaw}' must be 1..63 lower-case letters, digits, '-' or '.' (a Kubernetes name)`);
+    }
+    const iqnRaw = values.iqn ?? (volumeNameRaw !== undefined ? `${IQN_PREFIX}${volumeNameRaw}` : DEFAULT_IQN);
     const iqnProblem = iscsiNameProblem(iqnRaw);
     if (iqnProblem !== undefined) fail('iqn', `'${iqnRaw}' ${iqnProblem}`);
+    const volumeName = volumeNameRaw ?? volumeNameOf(normalizeIscsiName(iqnRaw));
 
+    let secretFromFile: string | undefined;
+    const secretFile = values['chap-secret-file'];
+    if (secretFile !== undefined) {
+      if (values['chap-secret'] !== undefined) fail('chap-secret-file', 'give the secret once: --chap-secret or --chap-secret-file');
+      try {
+        secretFromFile = readFile(secretFile).replace(/\r?\n$/, '');
+      } catch (err) {
+        fail('chap-secret-file', `cannot read ${secretFile}: ${(err as Error).message}`);
+      }
+    }
     const chap = chapPair(
       'chap-user', values['chap-user'],
-      'chap-secret', values['chap-secret'], 'CHAP_SECRET', env['CHAP_SECRET'],
+      'chap-secret', values['chap-secret'] ?? secretFromFile, 'CHAP_SECRET', env['CHAP_SECRET'],
     );
     const mutualChap = chapPair(
       'mutual-chap-user', values['mutual-chap-user'],
@@ -223,12 +302,42 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
     const nopInTimeoutS = seconds('nop-in-timeout', DEFAULT_NOP_IN_TIMEOUT_S, 1);
     const restartDelayS = seconds('restart-delay', DEFAULT_RESTART_DELAY_S, 0);
     const replicaHoldS = seconds('replica-hold', DEFAULT_REPLICA_HOLD_S, 1);
-    const replicasRaw = values.replicas ?? String(DEFAULT_REPLICAS);
+    let replicaIds: string[] | undefined;
+    if (values['replica-ids'] !== undefined) {
+      replicaIds = values['replica-ids'].split(',').map((id) => id.trim());
+      const bad = replicaIds.find((id) => !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id));
+      if (bad !== undefined) fail('replica-ids', `'${bad}' is not a replica id (letters, digits, '.', '_', '-'; at most 64)`);
+      if (new Set(replicaIds).size !== replicaIds.length) fail('replica-ids', 'lists an id twice');
+    }
+    const replicasRaw = values.replicas ?? String(replicaIds?.length ?? DEFAULT_REPLICAS);
     if (!/^[1-5]$/.test(replicasRaw)) fail('replicas', `'${replicasRaw}' must be a whole number from 1 to 5`);
+    const k = Number(replicasRaw);
+    if (replicaIds !== undefined && replicaIds.length !== k) fail('replica-ids', `names ${replicaIds.length} replicas, --replicas is ${k}`);
+    const majority = Math.floor(k / 2) + 1;
+    const quorumRaw = values['write-quorum'] ?? String(majority);
+    if (!/^\d$/.test(quorumRaw) || Number(quorumRaw) < majority || Number(quorumRaw) > k) {
+      fail('write-quorum', `'${quorumRaw}' must be from ${majority} (a majority of ${k}) to ${k}: below a majority two targets' writes could both succeed`);
+    }
+    const timeoutRaw = values['replica-timeout'] ?? String(DEFAULT_REPLICA_TIMEOUT_S);
+    if (!/^\d+(\.\d+)?$/.test(timeoutRaw) || Number(timeoutRaw) < 0.1 || Number(timeoutRaw) > 600) {
+      fail('replica-timeout', `'${timeoutRaw}' is not a number of seconds from 0.1 to 600`);
+    }
+    const metricsRaw = values['metrics-port'] ?? DEFAULT_METRICS_PORT;
+    const metricsPort = metricsRaw === 'off' ? undefined : parseHostPort(metricsRaw, 9500);
+    if (typeof metricsPort === 'string') fail('metrics-port', metricsPort);
+    const managementPort = parseHostPort(values['management-port'] ?? DEFAULT_MANAGEMENT_PORT, 0);
+    if (typeof managementPort === 'string') fail('management-port', managementPort);
     const rebuildRaw = values['rebuild-rate'] ?? String(DEFAULT_REBUILD_RATE_MIBS);
     if (!/^\d{1,6}$/.test(rebuildRaw)) fail('rebuild-rate', `'${rebuildRaw}' is not a whole number of MiB/s`);
+    const adaptiveRaw = values['rebuild-adaptive'];
+    if (adaptiveRaw !== undefined && adaptiveRaw !== 'on' && adaptiveRaw !== 'off') fail('rebuild-adaptive', `'${adaptiveRaw}' is not on or off`);
     const replicaPort = parseHostPort(values['replica-port'] ?? DEFAULT_REPLICA_PORT, 6060);
     if (typeof replicaPort === 'string') fail('replica-port', replicaPort);
+    const volumeUuidRaw = values['volume-uuid'];
+    // The canonical dashed form only: it is compared as a string with what replicas announce.
+    if (volumeUuidRaw !== undefined && !UUID_RE.test(volumeUuidRaw)) {
+      fail('volume-uuid', `'${volumeUuidRaw}' is not a UUID (8-4-4-4-12 hex digits)`);
+    }
 
     const config: TargetConfig = {
       portal,
@@ -245,14 +354,33 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
       replicaPort,
       restartDelayS,
       replicaHoldS,
-      replicas: Number(replicasRaw),
+      replicas: k,
+      replicaIds: replicaIds ?? Array.from({ length: k }, (_, i) => `r${i + 1}`),
+      writeQuorum: Number(quorumRaw),
+      replicaTimeoutS: Number(timeoutRaw),
+      metricsPort,
+      managementPort,
+      volumeName,
       rebuildRateMiBs: Number(rebuildRaw),
+      ...(adaptiveRaw !== undefined ? { rebuildAdaptive: adaptiveRaw === 'on' } : {}),
+      externalReplicas: values['external-replicas'] === true,
+      ...(volumeUuidRaw !== undefined ? { volumeUuid: volumeUuidRaw.toLowerCase() } : {}),
     };
     return { ok: true, config };
   } catch (err) {
     if (err instanceof ConfigError) return { ok: false, error: err.message };
     throw err;
   }
+}
+
+function noFiles(path: string): string {
+  throw new Error(`reading ${path} is not available here`);
+}
+
+/** The volume name replicas record: the part of the IQN after the last ':' (cStor: the PV name). */
+export function volumeNameOf(iqn: string): string {
+  const name = iqn.slice(iqn.lastIndexOf(':') + 1);
+  return name.length > 0 && Buffer.byteLength(name) <= 255 ? name : 'volume';
 }
 
 function parsePortal(raw: string): { host: string; port: number } {
@@ -336,4 +464,42 @@ export function normalizeIscsiName(name: string): string {
   const lower = name.toLowerCase();
   if (lower.startsWith('eui.') || lower.startsWith('naa.')) return lower.slice(0, 4) + name.slice(4).toUpperCase();
   return lower;
+}
+
+/**
+ * The whole configuration: `--config FILE` (a CStorVolume-shaped YAML document), then environment
+ * variables over it, then the command line over both. Errors name the file field or variable a bad
+ * value came from.
+ */
+export function loadTargetConfig(argv: readonly string[], env: NodeJS.ProcessEnv, readFile: (path: string) => string): ParseTargetConfigResult {
+  const rest: string[] = [];
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--config' || a.startsWith('--config=')) {
+      if (configFile !== undefined) return { ok: false, error: '--config: given more than once' };
+      configFile = a === '--config' ? argv[++i] : a.slice('--config='.length);
+      if (configFile === undefined || configFile === '') return { ok: false, error: '--config: needs a file name' };
+    } else {
+      rest.push(a);
+    }
+  }
+  let fromConfig: ConfigFlag[];
+  try {
+    let text: string | undefined;
+    if (configFile !== undefined) {
+      try {
+        text = readFile(configFile);
+      } catch (err) {
+        return { ok: false, error: `--config: cannot read ${configFile}: ${(err as Error).message}` };
+      }
+    }
+    fromConfig = volumeConfigFlags(text, env, configFile ?? 'config');
+  } catch (err) {
+    if (err instanceof VolumeConfigError) return { ok: false, error: err.message };
+    throw err;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) return parseTargetConfig(rest, env, readFile);
+  const result = parseTargetConfig(mergeConfigFlags(fromConfig, rest), env, readFile);
+  return result.ok || result.help === true ? result : { ok: false, error: explainFlagError(result.error, fromConfig, rest) };
 }

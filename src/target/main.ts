@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // `npm start`: one LUN whose data lives in a replica process (a sparse file in --data-dir), served
-// over iSCSI on --portal. Prints `replica <id> pid <pid>` for each replica process it starts.
+// over iSCSI on --portal. Prints `replicas listening <host>:<port>` once the replica port is bound
+// (--external-replicas: replicas r1..rK started elsewhere dial it), then `replica <id> pid <pid>` for
+// each replica process it starts.
 // Prints one line `ready iqn=<IQN> portal=<host>:<port>` on stdout when it accepts connections;
 // pino JSON logs go to stderr.
 
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseTargetConfig, type TargetConfig } from './config.js';
+import { loadTargetConfig, type TargetConfig } from './config.js';
 import { createRootLogger, type Logger } from '../shared/logger.js';
 import { StateDir } from './volume/state-dir.js';
 import { ReplicaListener } from './volume/replica-listener.js';
@@ -14,11 +17,20 @@ import { ReplicaVolume } from './volume/replica-volume.js';
 import type { ReplicaConnection } from './volume/replica-connection.js';
 import { ReplicatedVolume } from './volume/replicated-volume.js';
 import { RebuildOrchestrator } from './volume/rebuild-orchestrator.js';
+import { establishEpoch, fenceReplica } from './volume/epoch-fence.js';
+import { TargetStateKeeper } from './volume/target-state-keeper.js';
 import { loadOrCreateIdentity } from './volume/volume-identity.js';
 import { ScsiTargetDevice } from './scsi/scsi-target.js';
 import { TargetNode } from './iscsi/target-node.js';
 import { Portal } from './iscsi/portal.js';
 import { DEFAULT_TARGET_CONFIG } from '../protocol/iscsi/negotiation.js';
+import { MeteredDevice } from './metrics/metered-device.js';
+import { Operations } from './operations.js';
+import { ReplicaStatusPoller } from './management/replica-status-poller.js';
+import { VolumeView, type OperationalCounters } from './management/volume-view.js';
+import { sessionInfo } from './iscsi/session-info.js';
+import { ManagementError } from '../protocol/management/management-codec.js';
+import { growReplicas, resizeReplica } from './volume/volume-grow.js';
 
 export interface RunningTarget {
   readonly portal: { host: string; port: number };
@@ -30,22 +42,23 @@ export interface RunningTarget {
 export interface TargetEvents {
   readonly onReplicaStart?: (id: string, pid: number) => void;
   readonly onRebuildComplete?: (id: string, bytes: number, seconds: number) => void;
+  /** The replica port is bound (before any replica is waited for): port 0 resolved. */
+  readonly onReplicaListening?: (host: string, port: number) => void;
 }
 
 const FIRST_REPLICA_TIMEOUT_MS = 60_000;
 /** With k > 1: once a quorum is connected, how long start waits for the others before serving. */
 const STARTUP_GRACE_MS = 10_000;
 
-/** The volume name replicas record: the part of the IQN after the last ':' (cStor: the PV name). */
-function volumeNameOf(iqn: string): string {
-  const name = iqn.slice(iqn.lastIndexOf(':') + 1);
-  return name.length > 0 && Buffer.byteLength(name) <= 255 ? name : 'volume';
-}
-
-/** Waits for the replicas present at start: all k, or a majority plus a grace period. */
-function collectStartupReplicas(k: number, startup: Map<string, ReplicaConnection>, wake: { fn: (() => void) | undefined }): Promise<ReplicaConnection[]> {
-  const majority = Math.floor(k / 2) + 1;
+/**
+ * Waits for the replicas present at start: all k, or a write quorum plus a grace period. Replicas
+ * this target starts itself get a deadline; external ones (Kubernetes schedules them) are waited
+ * for as long as it takes, with the target alive and reporting not-ready meanwhile.
+ */
+function collectStartupReplicas(k: number, majority: number, startup: Map<string, ReplicaConnection>, wake: { fn: (() => void) | undefined },
+  timeoutMs: number, logger: Logger): Promise<ReplicaConnection[]> {
   const begin = Date.now();
+  let lastReport = begin;
   return new Promise((resolve, reject) => {
     let quorumAt: number | undefined;
     const check = (): void => {
@@ -56,10 +69,13 @@ function collectStartupReplicas(k: number, startup: Map<string, ReplicaConnectio
         clearInterval(timer);
         wake.fn = undefined;
         resolve(open);
-      } else if (now - begin > FIRST_REPLICA_TIMEOUT_MS) {
+      } else if (now - begin > timeoutMs) {
         clearInterval(timer);
         wake.fn = undefined;
-        reject(new Error(`${open.length} of ${k} replicas connected within ${FIRST_REPLICA_TIMEOUT_MS / 1000} s; ${majority} are needed`));
+        reject(new Error(`${open.length} of ${k} replicas connected within ${timeoutMs / 1000} s; ${majority} are needed`));
+      } else if (now - lastReport >= 30_000) {
+        lastReport = now;
+        logger.warn({ connected: [...startup.keys()], needed: majority, waitedSeconds: Math.round((now - begin) / 1000) }, 'waiting for replicas');
       }
     };
     const timer = setInterval(check, 100);
@@ -68,15 +84,45 @@ function collectStartupReplicas(k: number, startup: Map<string, ReplicaConnectio
   });
 }
 
+/** Resize the connected replicas, then the volume (SCSI raises CAPACITY DATA HAS CHANGED). */
+async function growVolume(volume: ReplicatedVolume | ReplicaVolume, capacityBytes: number, logger: Logger): Promise<number> {
+  const replicas = volume instanceof ReplicatedVolume
+    ? volume.replicaStates().flatMap((s) => {
+      const c = volume.connectionOf(s.replicaId);
+      return c === undefined || !c.isOpen ? [] : [{ id: s.replicaId, controlAddress: c.hello.controlAddress, inSync: s.state === 'healthy' }];
+    })
+    : volume.connection === undefined ? [] : [{ id: volume.connection.hello.replicaId, controlAddress: volume.connection.hello.controlAddress, inSync: true }];
+  if (!replicas.some((r) => r.inSync)) throw new Error('no replica in sync to grow');
+  await growReplicas({ replicas, capacityBytes, logger: logger.child({ component: 'resize' }) });
+  volume.grow(capacityBytes);
+  logger.info({ capacityBytes, replicas: replicas.map((r) => r.id) }, 'volume resized');
+  return capacityBytes;
+}
+
 export async function startTarget(config: TargetConfig, logger: Logger, events: TargetEvents = {}): Promise<RunningTarget> {
-  const identity = await loadOrCreateIdentity(config.dataDir);
+  const identity = await loadOrCreateIdentity(config.dataDir, config.volumeUuid);
   const state = new StateDir(join(config.dataDir, 'state'));
-  const volumeName = volumeNameOf(config.iqn);
+  const volumeName = config.volumeName;
   const k = config.replicas;
-  const replicaIds = Array.from({ length: k }, (_, i) => `r${i + 1}`);
+  const replicaIds = config.replicaIds;
+  const writeQuorum = config.writeQuorum;
+  const startedAt = Date.now();
+  const ops = new Operations(config, logger);
+  // Liveness from the first moment: under Kubernetes the replicas may take a while to be scheduled.
+  await ops.startHealth();
+  const counters: OperationalCounters = {
+    replicaConnectionErrors: 0, rebuildsCompleted: 0, rebuildsFailed: 0, rebuildBytes: 0, iscsiRejects: () => 0,
+  };
+  /** When each replica's current data connection was made. */
+  const connectedAt = new Map<string, number>();
+  /** Capacity a returning replica was resized to on its way in (it missed a grow). */
+  const resizedTo = new Map<string, number>();
+  let stoppingTarget = false;
   let volume: ReplicaVolume | ReplicatedVolume | undefined;
   let orchestrator: RebuildOrchestrator | undefined;
   let epoch = 0;
+  /** Persistent SCSI state (reservations), kept on the replicas. */
+  let targetState: TargetStateKeeper | undefined;
   /** Highest io_seq any replica reported at start: one below it is behind and must be rebuilt. */
   let highestAtStart = 0;
   const startup = new Map<string, ReplicaConnection>();
@@ -85,7 +131,8 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   const attachLate = (connection: ReplicaConnection): void => {
     const hello = connection.hello;
     if (volume instanceof ReplicatedVolume) {
-      volume.attach(connection);
+      volume.attach(connection, resizedTo.get(hello.replicaId) ?? hello.capacityBytes);
+      resizedTo.delete(hello.replicaId);
       if (hello.rebuildingSince !== undefined || hello.highestIoSeq < highestAtStart) {
         volume.markDegraded(hello.replicaId, hello.rebuildingSince !== undefined ? 'its rebuild was interrupted' : 'behind the other replicas');
       }
@@ -103,9 +150,26 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       if (volume !== undefined && hello.epoch > epoch) {
         return { ok: false, reason: `replica has seen epoch ${hello.epoch}, newer than this target's ${epoch}: another target took over` };
       }
-      return volume !== undefined ? { ok: true, epoch } : { ok: true };
+      if (volume === undefined) return { ok: true };
+      // A late replica persists this target's epoch before it joins the write path, and grows to
+      // the volume's size if it was away during a resize.
+      const volumeBytes = Number(volume.blockCount) * volume.blockSize;
+      return fenceReplica(hello.controlAddress, epoch).then(
+        async () => {
+          if (hello.capacityBytes < volumeBytes) {
+            resizedTo.set(hello.replicaId, await resizeReplica(hello.controlAddress, volumeBytes));
+          }
+          return { ok: true as const, epoch };
+        },
+        (err: unknown) => ({ ok: false as const, reason: `cannot persist epoch ${epoch}: ${err instanceof Error ? err.message : String(err)}` }))
+        .catch((err: unknown) => ({ ok: false as const, reason: `cannot grow to ${volumeBytes} bytes: ${err instanceof Error ? err.message : String(err)}` }));
     },
     onConnection: (connection) => {
+      const id = connection.hello.replicaId;
+      connectedAt.set(id, Date.now());
+      connection.onClose(() => {
+        if (!stoppingTarget) counters.replicaConnectionErrors++;
+      });
       if (volume === undefined) {
         const previous = startup.get(connection.hello.replicaId);
         if (previous !== undefined && previous !== connection) void previous.close();
@@ -123,35 +187,47 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     },
   });
   const replicaAddress = await listener.listen(config.replicaPort.host, config.replicaPort.port);
+  const replicaHostPort = `${replicaAddress.host.includes(':') ? `[${replicaAddress.host}]` : replicaAddress.host}:${replicaAddress.port}`;
+  // External replicas (a StatefulSet) need the port and the volume uuid to dial in; so do tests with port 0.
+  logger.info({ address: replicaHostPort, volumeUuid: identity.uuid, external: config.externalReplicas, replicas: replicaIds },
+    'replica port listening');
+  events.onReplicaListening?.(replicaAddress.host, replicaAddress.port);
   const supervisor = new ReplicaSupervisor({
     logger: logger.child({ component: 'supervisor' }),
     restartDelayMs: config.restartDelayS * 1000,
     ...(events.onReplicaStart !== undefined ? { onStart: events.onReplicaStart } : {}),
   });
   const stopReplicas = async (): Promise<void> => {
+    stoppingTarget = true;
     orchestrator?.stop();
     await supervisor.stop();
     await listener.close();
   };
   try {
-    for (const [i, id] of replicaIds.entries()) {
+    // External mode: r1..rK are started elsewhere and dial in; collectStartupReplicas waits for them.
+    for (const [i, id] of config.externalReplicas ? [] : replicaIds.entries()) {
       const device = join(config.dataDir, `replica-${i + 1}.img`);
       supervisor.start({
         id,
         device,
         args: [
           '--device', device, '--volume', volumeName, '--volume-uuid', identity.uuid, '--replica-id', id,
-          '--target', `${replicaAddress.host.includes(':') ? `[${replicaAddress.host}]` : replicaAddress.host}:${replicaAddress.port}`,
+          '--target', replicaHostPort,
           '--format', '--size', String(config.sizeBytes), '--block-size', String(config.blockSize),
           '--log-level', config.logLevel,
         ],
       });
     }
-    const present = await collectStartupReplicas(k, startup, wake);
-    // Fencing: every target start takes an epoch above any it or its replicas have seen.
+    const collected = await collectStartupReplicas(k, writeQuorum, startup, wake,
+      config.externalReplicas ? Number.POSITIVE_INFINITY : FIRST_REPLICA_TIMEOUT_MS, volumeLog);
+    // Fencing: every target start takes an epoch above any it or its replicas have seen, and a write
+    // quorum persists it before any I/O; replicas that did not are dropped (they redial and are fenced).
     const saved = Number((await state.load('epoch'))?.toString() ?? '0') || 0;
-    epoch = Math.max(saved, ...present.map((c) => c.hello.epoch)) + 1;
+    const fence = await establishEpoch({ connections: collected, writeQuorum, floor: saved, logger: volumeLog });
+    epoch = fence.epoch;
     await state.save('epoch', Buffer.from(String(epoch)));
+    const present = [...fence.fenced];
+    targetState = new TargetStateKeeper({ epoch, writeQuorum, initial: fence.targetState, logger: volumeLog });
     const capacityBytes = Math.min(...present.map((c) => c.hello.capacityBytes));
     const blockSize = present[0]!.hello.blockSize;
     if (BigInt(capacityBytes) !== config.sizeBytes) {
@@ -160,11 +236,12 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     }
     highestAtStart = Math.max(...present.map((c) => c.hello.highestIoSeq));
     if (k === 1) {
-      volume = new ReplicaVolume({ blockSize, capacityBytes, epoch, state, holdMs: config.replicaHoldS * 1000, logger: volumeLog });
+      volume = new ReplicaVolume({ blockSize, capacityBytes, epoch, targetState, holdMs: config.replicaHoldS * 1000, logger: volumeLog });
       volume.attach(present[0]!);
     } else {
       const replicated = new ReplicatedVolume({
-        blockSize, capacityBytes, epoch, replicaIds, state, holdMs: config.replicaHoldS * 1000, logger: volumeLog,
+        blockSize, capacityBytes, epoch, replicaIds, targetState, writeQuorum, ioDeadlineMs: config.replicaTimeoutS * 1000,
+        holdMs: config.replicaHoldS * 1000, logger: volumeLog,
       });
       volume = replicated;
       for (const c of present) attachLate(c);
@@ -172,18 +249,28 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
         volume: replicated,
         volumeUuid: identity.uuid,
         rateBytesPerSec: config.rebuildRateMiBs * 2 ** 20,
+        adaptive: config.rebuildAdaptive !== false,
         logger: logger.child({ component: 'rebuild' }),
-        ...(events.onRebuildComplete !== undefined ? { onComplete: events.onRebuildComplete } : {}),
+        onFailed: () => { counters.rebuildsFailed++; },
+        onComplete: (id, bytes, seconds) => {
+          counters.rebuildsCompleted++;
+          counters.rebuildBytes += bytes;
+          events.onRebuildComplete?.(id, bytes, seconds);
+        },
       });
     }
+    // Connected while the epoch was being established, or refused it: they redial and are fenced then.
+    for (const c of startup.values()) if (!present.includes(c)) void c.close();
     logger.info({ replicas: present.map((c) => c.hello.replicaId), epoch, highestIoSeq: highestAtStart }, 'volume assembled');
   } catch (err) {
     await stopReplicas();
+    await ops.close();
     throw err;
   }
   const device = volume;
+  const assembled = volume;
   const scsi = await ScsiTargetDevice.create({
-    device,
+    device: new MeteredDevice(device, ops.ioObserver),
     serial: identity.uuid.replace(/-/g, ''),
     logger: logger.child({ component: 'scsi' }),
   });
@@ -202,17 +289,67 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     loginTimeoutMs: 30_000,
     logger,
   });
+  counters.iscsiRejects = () => node.stats.rejectsSent;
   const portal = new Portal(node, logger.child({ component: 'portal' }));
   const address = await portal.listen(config.portal.host, config.portal.port);
+  const portalText = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  const poller = new ReplicaStatusPoller({
+    addresses: () => {
+      const out = new Map<string, string>();
+      for (const id of replicaIds) {
+        const c = assembled instanceof ReplicatedVolume ? assembled.connectionOf(id) : assembled.connection;
+        if (c !== undefined && c.isOpen) out.set(id, c.hello.controlAddress);
+      }
+      return out;
+    },
+    logger: logger.child({ component: 'status-poller' }),
+  });
+  const view = new VolumeView({
+    name: volumeName, uuid: identity.uuid, iqn: config.iqn, portal: portalText, startedAt, replicaIds, writeQuorum,
+    epoch: () => epoch,
+    volume: assembled,
+    orchestrator,
+    connectedAt: (id) => connectedAt.get(id),
+    poller,
+    counters,
+    sessions: () => [...node.sessions()].filter((s) => s.sessionType === 'Normal').map(sessionInfo),
+    grow: (bytes) => growVolume(assembled, bytes, logger),
+    rebuildRate: {
+      get: () => (orchestrator?.rateCapBytesPerSec ?? config.rebuildRateMiBs * 2 ** 20) / 2 ** 20,
+      set: async (mib) => {
+        if (orchestrator === undefined) throw new ManagementError('FAILED_PRECONDITION', 'a single-replica volume has no rebuilds');
+        orchestrator.setRateCap(mib * 2 ** 20);
+      },
+    },
+    eject: async (id, reason) => {
+      if (!(assembled instanceof ReplicatedVolume)) throw new ManagementError('FAILED_PRECONDITION', 'a single-replica volume cannot eject its replica');
+      assembled.markDegraded(id, reason);
+      return assembled.replicaStates().find((r) => r.replicaId === id)?.state ?? 'offline';
+    },
+  });
+  try {
+    await ops.attach(view, config.iqn, portalText);
+  } catch (err) {
+    poller.close();
+    await portal.close();
+    await scsi.close();
+    await device.close();
+    await stopReplicas();
+    await ops.close();
+    throw err;
+  }
   let stopping: Promise<void> | undefined;
   return {
     portal: address,
     iqn: config.iqn,
     stop: () => {
       stopping ??= (async () => {
+        await ops.close();
+        poller.close();
         await portal.close();
         await scsi.close();
         await device.close();
+        targetState?.close();
         await stopReplicas();
       })();
       return stopping;
@@ -221,7 +358,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
 }
 
 async function main(): Promise<void> {
-  const parsed = parseTargetConfig(process.argv.slice(2), process.env);
+  const parsed = loadTargetConfig(process.argv.slice(2), process.env, (path) => readFileSync(path, 'utf8'));
   if (!parsed.ok) {
     if (parsed.help) {
       process.stdout.write(`${parsed.error}\n`);
@@ -237,6 +374,7 @@ async function main(): Promise<void> {
     target = await startTarget(config, logger, {
       onReplicaStart: (id, pid) => process.stdout.write(`replica ${id} pid ${pid}\n`),
       onRebuildComplete: (id, bytes, seconds) => process.stdout.write(`rebuild complete ${id} bytes=${bytes} seconds=${seconds.toFixed(1)}\n`),
+      onReplicaListening: (host, port) => process.stdout.write(`replicas listening ${host.includes(':') ? `[${host}]` : host}:${port}\n`),
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createRequire } from 'node:module';
-import { crc32c, hardwareCrc32c } from '../../src/protocol/iscsi/digest.js';
+import { crc32c, crc32cCombine, hardwareCrc32c } from '../../src/protocol/iscsi/digest.js';
 import { hex, rng } from '../fixtures/pdu-builder.js';
 
 // RFC 3720 Appendix B.4: inputs and the digest bytes as sent on the wire.
@@ -53,4 +53,22 @@ t.test('hardware CRC32C is in use and agrees with the table implementation', asy
     for (let i = 0; i < n; i++) buf[i] = Math.floor(next() * 256);
     t.equal(crc32c(buf), sse.table_crc(buf), `${n} bytes`);
   }
+});
+
+t.test('crc32cCombine equals the checksum of the concatenation', async t => {
+  const next = rng(7);
+  const bytes = (n: number): Buffer => {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) b[i] = Math.floor(next() * 256);
+    return b;
+  };
+  for (const [la, lb] of [[1, 1], [5, 4096], [4096, 4096], [100, 3], [0, 7], [7, 0], [65536, 4096], [3, 100_001]] as const) {
+    const a = bytes(la);
+    const b = bytes(lb);
+    t.equal(crc32cCombine(crc32c(a), crc32c(b), lb), crc32c(Buffer.concat([a, b])), `${la} + ${lb} bytes`);
+  }
+  const chunks = Array.from({ length: 64 }, () => bytes(4096));
+  let run = crc32c(chunks[0]!);
+  for (let i = 1; i < chunks.length; i++) run = crc32cCombine(run, crc32c(chunks[i]!), 4096);
+  t.equal(run, crc32c(Buffer.concat(chunks)), '64 chunks folded one by one');
 });

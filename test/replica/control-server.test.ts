@@ -401,3 +401,28 @@ t.test('close() forces shutdown when a stream does not finish in time', async (t
   };
   t.not(await codeOf(drain()), 'resolved');
 });
+
+t.test('target state: round trip, stale writes refused, absent handlers UNIMPLEMENTED', async (t) => {
+  let stored = { generation: 0, epoch: 0, entries: new Map<string, Buffer>() as ReadonlyMap<string, Buffer> };
+  const { client } = await harness(t, {
+    getTargetState: async () => stored,
+    putTargetState: async (state) => {
+      if (state.generation < stored.generation) throw new StoreError(StoreErrorCode.StaleEpoch, 'older generation');
+      stored = state;
+    },
+  });
+  t.equal((await client.getTargetState()).generation, 0);
+  const put = await client.putTargetState({ generation: 2, epoch: 7, entries: new Map([['pr', Buffer.from([1, 2, 3])], ['empty', Buffer.alloc(0)]]) });
+  t.equal(put.generation, 2);
+  const got = await client.getTargetState();
+  t.equal(got.generation, 2);
+  t.equal(got.epoch, 7);
+  t.same([...got.entries.keys()].sort(), ['empty', 'pr']);
+  t.same([...got.entries.get('pr')!], [1, 2, 3]);
+  t.equal(got.entries.get('empty')!.length, 0);
+  t.equal(await codeOf(client.putTargetState({ generation: 1, epoch: 7, entries: new Map() })), grpc.status.FAILED_PRECONDITION);
+
+  const { client: bare } = await harness(t, {});
+  t.equal(await codeOf(bare.getTargetState()), grpc.status.UNIMPLEMENTED);
+  t.equal(await codeOf(bare.putTargetState({ generation: 1, epoch: 1, entries: new Map() })), grpc.status.UNIMPLEMENTED);
+});

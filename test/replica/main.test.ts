@@ -51,11 +51,16 @@ t.test('flags', async (t) => {
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--volume-uuid', 'nope']), "--volume-uuid: 'nope' is not a UUID");
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--target', 'a:b:c']), "--target: 'a:b:c': write IPv6 addresses in brackets, e.g. [::1]:6060");
   t.match(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--volume-uuid', UUID, '--format', '--size', '1000']), /not a multiple of the 4096-byte chunk size/);
+  t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--advertise', '0.0.0.0:7070']), "--advertise: '0.0.0.0:7070' must name a reachable host and a port");
+  t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--advertise', '10.1.2.3']), "--advertise: '10.1.2.3' must name a reachable host and a port");
+  const advertised = parseReplicaConfig(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--control', '0.0.0.0:7070', '--advertise', '10.1.2.3:7070'], {});
+  t.equal(advertised.ok && advertised.config.advertise, '10.1.2.3:7070', 'the pod IP is announced, not the wildcard bind');
   const ok = parseReplicaConfig(['--device', 'd.img', '--volume', 'v', '--replica-id', 'r', '--volume-uuid', UUID.toUpperCase(),
     '--format', '--size', '64M', '--target', '10.0.0.1'], {});
   t.ok(ok.ok);
   if (ok.ok) {
     t.same(ok.config.target, { host: '10.0.0.1', port: 6060 }, 'cStor replica port by default');
+    t.equal(ok.config.advertise, undefined, 'the bound control address is announced by default');
     t.equal(ok.config.volumeUuid, UUID);
     t.same(ok.config.format, { capacityBytes: 64 << 20, blockSize: 512, chunkSize: 4096, force: false });
   }

@@ -164,6 +164,38 @@ t.test('rate limit respected; a newer write on the sink during the rebuild is ke
   r2.release();
 });
 
+t.test('setRate changes a running rebuild\'s limit live', async (t) => {
+  const src = await openFresh(t, 'src');
+  const dst = await openFresh(t, 'dst');
+  await src.write(0, pattern(4 * MiB, 1), 1);
+  const server = await serve(t, src);
+  const sink = new RebuildSink({
+    store: dst, source: server.address, sinceIoSeq: 0, rateBytesPerSec: MiB, maxRunBytes: 128 * 1024, logger: silentLogger(),
+  });
+  t.throws(() => sink.setRate(-1), RangeError, 'a negative rate is refused');
+  const started = performance.now();
+  const done = sink.start();
+  // 4 MiB at 1 MiB/s would take ~4 s; lifted to unlimited once it is under way.
+  await waitFor('running progress', () => sink.progress().bytesDone > 0);
+  sink.setRate(0);
+  t.equal(sink.rateLimit, 0);
+  const p = await done;
+  const seconds = (performance.now() - started) / 1000;
+  t.equal(p.state, 'done');
+  t.equal(p.bytesDone, 4 * MiB);
+  t.ok(seconds < 2.5, `finished in ${seconds.toFixed(2)} s after the limit was lifted (4 s at the old rate)`);
+
+  // And the other way: a slow-down takes effect within a run.
+  const dst2 = await openFresh(t, 'dst2');
+  const slow = new RebuildSink({ store: dst2, source: server.address, sinceIoSeq: 0, maxRunBytes: 128 * 1024, logger: silentLogger() });
+  slow.setRate(2 * MiB);
+  const t0 = performance.now();
+  const q = await slow.start();
+  const s2 = (performance.now() - t0) / 1000;
+  t.equal(q.state, 'done');
+  t.ok(s2 >= 1.5, `4 MiB limited to 2 MiB/s before the start took ${s2.toFixed(2)} s`);
+});
+
 t.test('the source dies mid-stream: backoff, then failed after maxAttempts', async (t) => {
   const src = await openFresh(t, 'src');
   const dst = await openFresh(t, 'dst');
@@ -265,6 +297,7 @@ t.test('StartRebuild and Status through main.ts', async (t) => {
   const est = await sourceControl.rebuildEstimate({ sinceIoSeq: 0, fromOffset: 0, maxRunBytes: 0, volumeUuid: UUID });
   t.same(est, { bytes: MiB + 64 * 1024, chunks: 272 });
   t.equal((await control.status()).rebuild, undefined, 'no rebuild yet');
+  t.same(await control.setRebuildRate({ rateBytesPerSec: MiB }), { applied: false }, 'SetRebuildRate with no rebuild running');
 
   const request = { sourceAddress: source.control.address, sinceIoSeq: 0, rateBytesPerSec: 2 * MiB, volumeUuid: UUID };
   t.same(await control.startRebuild(request), { started: true });
@@ -276,6 +309,8 @@ t.test('StartRebuild and Status through main.ts', async (t) => {
   t.equal(during.state, 'rebuilding');
   t.equal(during.rebuild?.state, 'running');
   t.equal(during.rebuild?.source, source.control.address);
+  t.same(await control.setRebuildRate({ rateBytesPerSec: 64 * MiB }), { applied: true }, 'SetRebuildRate on the running rebuild');
+  t.equal(target.rebuild?.rateLimit, 64 * MiB, 'the sink took the new rate');
 
   const deadline = Date.now() + 10_000;
   let status = during;

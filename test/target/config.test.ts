@@ -2,6 +2,7 @@ import t from 'tap';
 import { resolve } from 'node:path';
 import {
   parseTargetConfig,
+  loadTargetConfig,
   parseSize,
   iscsiNameProblem,
   normalizeIscsiName,
@@ -91,11 +92,11 @@ t.test('--size', async t => {
   const cases: [string, bigint][] = [
     ['1048576', 1n << 20n], ['1048576B', 1n << 20n], ['1024K', 1n << 20n], ['1024k', 1n << 20n], ['1024KiB', 1n << 20n],
     ['512M', 512n << 20n], ['512MB', 512n << 20n], ['512MiB', 512n << 20n], ['1G', 1n << 30n], ['1GiB', 1n << 30n],
-    ['10G', 10n << 30n], ['2T', 2n << 40n], ['2TiB', 2n << 40n], [' 64M ', 64n << 20n], ['64 M', 64n << 20n],
+    ['10G', 10n << 30n], ['10Gi', 10n << 30n], ['2T', 2n << 40n], ['2TiB', 2n << 40n], [' 64M ', 64n << 20n], ['64 M', 64n << 20n],
   ];
   for (const [text, bytes] of cases) t.equal(ok(['--size', text]).sizeBytes, bytes, text);
   t.equal(err(['--size', '12Q']), "--size: '12Q' is not a size (use bytes or K/M/G/T suffixes)");
-  for (const bad of ['', 'G', '1.5G', '-1G', '1GG', '1iB', '0x100000', '1P']) {
+  for (const bad of ['', 'G', '1.5G', '-1G', '1GG', '1iB', '1Gii', '0x100000', '1P']) {
     t.equal(err([`--size=${bad}`]), `--size: '${bad}' is not a size (use bytes or K/M/G/T suffixes)`, JSON.stringify(bad));
   }
   t.equal(err(['--size', '0']), "--size: '0' is smaller than the minimum of 1 MiB");
@@ -222,11 +223,34 @@ t.test('everything together', async t => {
     iqn: 'iqn.2025-01.org.example:disk0', chap: { user: 'u', secret: SECRET }, mutualChap: { user: 't', secret: SECRET2 },
     allowInitiators: ['iqn.2005-03.org.open-iscsi:vm'], logLevel: 'debug', nopInIntervalS: 5, nopInTimeoutS: 30,
     replicaPort: { host: '127.0.0.1', port: 0 }, restartDelayS: 0, replicaHoldS: 5, replicas: 3, rebuildRateMiBs: 200,
+    externalReplicas: false, replicaIds: ['r1', 'r2', 'r3'], writeQuorum: 2, replicaTimeoutS: 5,
+    metricsPort: { host: '127.0.0.1', port: 9500 }, managementPort: { host: '127.0.0.1', port: 0 }, volumeName: 'disk0',
   });
   t.equal(err(['--replicas', '6']), "--replicas: '6' must be a whole number from 1 to 5");
   t.equal(err(['--rebuild-rate', 'fast']), "--rebuild-rate: 'fast' is not a whole number of MiB/s");
+  t.equal(ok(['--rebuild-adaptive', 'off']).rebuildAdaptive, false);
+  t.equal(ok(['--rebuild-adaptive', 'on']).rebuildAdaptive, true);
+  t.equal(err(['--rebuild-adaptive', 'maybe']), "--rebuild-adaptive: 'maybe' is not on or off");
   t.equal(err(['--replica-port', '127.0.0.1:99999']), "--replica-port: '127.0.0.1:99999': '99999' is not a port (0..65535)");
   t.equal(err(['--replica-hold', '0']), "--replica-hold: '0' is not a whole number of seconds from 1 to 3600");
+});
+
+t.test('--external-replicas and --volume-uuid', async t => {
+  const d = ok([]);
+  t.equal(d.externalReplicas, false, 'the target runs its replicas by default');
+  t.notOk('volumeUuid' in d, 'no volume uuid unless given');
+  const c = ok(['--external-replicas', '--volume-uuid', '6A1F0C3E-2B4D-4E5F-8A9B-0C1D2E3F4A5B']);
+  t.equal(c.externalReplicas, true);
+  t.equal(c.volumeUuid, '6a1f0c3e-2b4d-4e5f-8a9b-0c1d2e3f4a5b', 'lower-cased, as replicas announce it');
+  t.equal(err(['--volume-uuid', '6a1f0c3e2b4d4e5f8a9b0c1d2e3f4a5b']),
+    "--volume-uuid: '6a1f0c3e2b4d4e5f8a9b0c1d2e3f4a5b' is not a UUID (8-4-4-4-12 hex digits)");
+  t.equal(err(['--volume-uuid', 'vol1']), "--volume-uuid: 'vol1' is not a UUID (8-4-4-4-12 hex digits)");
+  t.equal(err(['--external-replicas', '--external-replicas']), '--external-replicas: given more than once');
+  t.match(err(['--external-replicas=yes']), /--external-replicas/, 'a boolean flag takes no value');
+  for (const flag of ['--external-replicas', '--volume-uuid', '--replica-port', '--rebuild-rate']) {
+    t.match(TARGET_USAGE, flag, `usage mentions ${flag}`);
+  }
+  t.match(TARGET_USAGE, 'replicas listening <HOST>:<PORT>', 'usage names the replica-port line');
 });
 
 t.test('NOP-In ping flags', async t => {
@@ -244,4 +268,83 @@ t.test('NOP-In ping flags', async t => {
   const junk = parseTargetConfig(['--nop-in-interval', '5s'], {});
   if (!junk.ok) t.match(junk.error, /^--nop-in-interval:/);
   else t.fail('5s accepted');
+});
+
+t.test('volume identity, quorum and replica flags', async t => {
+  const c = ok([]);
+  t.equal(c.volumeName, 'vol1', 'the name comes from the IQN');
+  t.same(c.replicaIds, ['r1', 'r2', 'r3']);
+  t.equal(c.writeQuorum, 2);
+  t.equal(c.replicaTimeoutS, 5);
+  t.same(c.metricsPort, { host: '127.0.0.1', port: 9500 });
+  t.same(c.managementPort, { host: '127.0.0.1', port: 0 });
+  const named = ok(['--volume-name', 'pvc-42']);
+  t.equal(named.iqn, 'iqn.2016-09.com.openebs.cstor:pvc-42', "cStor's IQN prefix + the name");
+  t.equal(ok(['--volume-name', 'pvc-42', '--iqn', 'iqn.2020-01.com.example:disk']).volumeName, 'pvc-42');
+  t.match(err(['--volume-name', 'Bad_Name']), /^--volume-name: 'Bad_Name' must be 1\.\.63 lower-case/);
+  const ids = ok(['--replica-ids', 'a,b,c,d,e']);
+  t.equal(ids.replicas, 5, 'the id list sets K');
+  t.equal(ids.writeQuorum, 3);
+  t.match(err(['--replica-ids', 'a,b', '--replicas', '3']), /names 2 replicas, --replicas is 3/);
+  t.match(err(['--replica-ids', 'a,a,b']), /lists an id twice/);
+  t.match(err(['--replica-ids', 'a,b c,d']), /'b c' is not a replica id/);
+  t.equal(ok(['--write-quorum', '3']).writeQuorum, 3);
+  t.match(err(['--write-quorum', '1']), /^--write-quorum: '1' must be from 2 \(a majority of 3\) to 3/);
+  t.match(err(['--write-quorum', '4']), /must be from 2/);
+  t.equal(ok(['--replica-timeout', '0.5']).replicaTimeoutS, 0.5);
+  t.match(err(['--replica-timeout', '0']), /from 0\.1 to 600/);
+  t.equal(ok(['--metrics-port', 'off']).metricsPort, undefined);
+  t.same(ok(['--metrics-port', '0.0.0.0:0']).metricsPort, { host: '0.0.0.0', port: 0 });
+  t.match(err(['--management-port', 'a:b:c']), /^--management-port: /);
+});
+
+t.test('--chap-secret-file', async t => {
+  const files: Record<string, string> = { '/run/secret': `${SECRET}\n` };
+  const read = (p: string): string => {
+    const v = files[p];
+    if (v === undefined) throw new Error('ENOENT: no such file');
+    return v;
+  };
+  const r = parseTargetConfig(['--chap-user', 'u', '--chap-secret-file', '/run/secret'], {}, read);
+  t.ok(r.ok && r.config.chap?.secret === SECRET, 'the trailing newline of a mounted secret is dropped');
+  const missing = parseTargetConfig(['--chap-user', 'u', '--chap-secret-file', '/nope'], {}, read);
+  t.match(!missing.ok && missing.error, /^--chap-secret-file: cannot read \/nope: ENOENT/);
+  const both = parseTargetConfig(['--chap-user', 'u', '--chap-secret', SECRET, '--chap-secret-file', '/run/secret'], {}, read);
+  t.match(!both.ok && both.error, /give the secret once/);
+});
+
+t.test('--config: a CStorVolume YAML under env and command-line overrides', async t => {
+  const files: Record<string, string> = {
+    'vol.yaml': 'kind: CStorVolume\nmetadata:\n  name: pvc-7\nspec:\n  capacity: 2Gi\n  replicationFactor: 3\n  consistencyFactor: 3\n  timeouts:\n    replicaIO: 1500ms\n  chap:\n    user: node1\n    secretFile: /run/chap\n',
+    '/run/chap': SECRET2,
+    'bad.yaml': 'spec:\n  capacity: 12 bananas\n',
+  };
+  const read = (p: string): string => {
+    const v = files[p];
+    if (v === undefined) throw new Error(`ENOENT: ${p}`);
+    return v;
+  };
+  const load = (argv: string[], env: NodeJS.ProcessEnv = {}) => loadTargetConfig(argv, env, read);
+  const r = load(['--config', 'vol.yaml']);
+  t.ok(r.ok, r.ok ? '' : r.error);
+  if (r.ok) {
+    t.equal(r.config.volumeName, 'pvc-7');
+    t.equal(r.config.iqn, 'iqn.2016-09.com.openebs.cstor:pvc-7');
+    t.equal(r.config.sizeBytes, 2n << 30n);
+    t.equal(r.config.writeQuorum, 3);
+    t.equal(r.config.replicaTimeoutS, 1.5);
+    t.same(r.config.chap, { user: 'node1', secret: SECRET2 });
+  }
+  const env = load(['--config=vol.yaml'], { CSTOR_CAPACITY: '4Gi' });
+  t.equal(env.ok && env.config.sizeBytes, 4n << 30n, 'env overrides the file');
+  const cli = load(['--config', 'vol.yaml', '--size', '1G'], { CSTOR_CAPACITY: '4Gi' });
+  t.equal(cli.ok && cli.config.sizeBytes, 1n << 30n, 'the command line overrides both');
+  const bad = load(['--config', 'bad.yaml']);
+  t.match(!bad.ok && bad.error, /^bad\.yaml: spec\.capacity \(--size\): '12 bananas' is not a size/, 'the field is named');
+  const typo = load(['--config', 'vol.yaml'], { CSTOR_REPLICATION_FACTOR: '9' });
+  t.match(!typo.ok && typo.error, /^env CSTOR_REPLICATION_FACTOR \(--replicas\): '9' must be a whole number from 1 to 5/);
+  t.match((() => { const x = load(['--config', 'missing.yaml']); return !x.ok && x.error; })(), /^--config: cannot read missing\.yaml: ENOENT/);
+  t.match((() => { const x = load(['--config', 'vol.yaml', '--config', 'vol.yaml']); return !x.ok && x.error; })(), /given more than once/);
+  const plain = load(['--size', '64M']);
+  t.equal(plain.ok && plain.config.sizeBytes, 64n << 20n, 'no --config: the flags alone');
 });

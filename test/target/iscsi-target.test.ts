@@ -178,11 +178,13 @@ t.test('data transfer', async t => {
     const r2t = await ini.next();
     t.equal(r2t?.kind, 'R2T');
     if (r2t?.kind !== 'R2T') return;
+    const rejectsBefore = target.node.stats.rejectsSent;
     ini.send({ kind: 'DataOut', final: true, lun: 0n, itt, ttt: r2t.ttt, expStatSN: ini.expStatSN, dataSN: 5, bufferOffset: 0, data: Buffer.alloc(1024, 1) });
     const rej = await ini.next() as Reject;
     t.equal(rej.kind, 'Reject');
     t.equal(rej.reason, RejectReason.ProtocolError);
     t.equal(rej.rejectedHeader.readUInt32BE(16), itt, 'the rejected header is the Data-Out');
+    t.equal(target.node.stats.rejectsSent, rejectsBefore + 1, 'the Reject is counted (openebs_iscsi_rejects_total)');
     const ok = await ini.command(read10(0, 2), { read: 1024 });
     t.equal(ok.status, 0);
     t.notOk(ok.data.equals(Buffer.alloc(1024, 1)), 'the broken write was not applied');

@@ -31,18 +31,21 @@ interface Recorder {
   readonly hooks: ReservationHooks;
   readonly uas: Array<[string, number]>;
   readonly persisted: Array<Buffer | undefined>;
+  /** The `required` flag (APTPL) of each persist call. */
+  readonly required: boolean[];
   readonly aborted: string[][];
   failPersist: boolean;
 }
 
 function recorder(): Recorder {
   const r: Recorder = {
-    uas: [], persisted: [], aborted: [], failPersist: false,
+    uas: [], persisted: [], required: [], aborted: [], failPersist: false,
     hooks: {
       unitAttention: (port, asc) => { r.uas.push([port, asc]); },
-      persist: async state => {
+      persist: async (state, required) => {
         if (r.failPersist) throw new Error('disk full');
         r.persisted.push(state);
+        r.required.push(required === true);
       },
       abortTasks: ports => { r.aborted.push([...ports]); },
     },
@@ -172,7 +175,11 @@ t.test('REGISTER and READ KEYS', async t => {
   t.same(readKeys(res), [0x4444n, 0x5555n]);
   t.equal(res.generation, 6);
   t.same(rec.uas, []);
-  t.same(rec.persisted, [], 'nothing persisted without APTPL');
+  t.equal(rec.persisted.length, 6, 'every change is persisted, APTPL or not (a target failover keeps registrations)');
+  t.same(rec.required, [false, false, false, false, false, false], 'without APTPL a device that cannot persist may keep it in memory');
+  const { res: copy } = setup();
+  copy.restore(rec.persisted.at(-1)!);
+  t.same(readKeys(copy), [0x4444n, 0x5555n], 'the persisted state holds the registrations');
   // Truncation keeps the additional length.
   const cut = prIn(res, A, PrInAction.ReadKeys, 12).data!;
   t.same([...cut], [0, 0, 0, 6, 0, 0, 0, 16, 0, 0, 0, 0]);
@@ -523,15 +530,16 @@ t.test('descriptor-format sense', async t => {
   t.same([...s.subarray(8, 16)], [0x02, 0x06, 0, 0, 0xcc, 0, 1, 0]);
 });
 
-t.test('APTPL: persist, restore, delete, rollback', async t => {
+t.test('APTPL: persist, restore, clear, rollback', async t => {
   const { res, rec } = setup();
   await register(res, A, 1n);
-  t.same(rec.persisted, [], 'no APTPL yet');
+  t.same(rec.required, [false], 'persisted, not required without APTPL');
   await register(res, B, 2n, 0n, true);
-  t.equal(rec.persisted.length, 1);
+  t.equal(rec.persisted.length, 2);
+  t.equal(rec.required.at(-1), true, 'required with APTPL');
   t.equal(prIn(res, A, PrInAction.ReportCapabilities).data![3], 0xb1, 'PTPL_A');
   await reserve(res, B, 2n, PrType.ExclusiveAccessRegistrantsOnly);
-  t.equal(rec.persisted.length, 2, 'RESERVE is persisted');
+  t.equal(rec.persisted.length, 3, 'RESERVE is persisted');
   await prOut(res, A, PrOutAction.Register, 0, { key: 1n, saKey: 3n, aptpl: true, allTgPt: true });
   const state = rec.persisted.at(-1)!;
   t.ok(state);
@@ -555,12 +563,16 @@ t.test('APTPL: persist, restore, delete, rollback', async t => {
   t.equal(res.generation, copy.generation);
   rec.failPersist = false;
 
-  // Clearing APTPL deletes the saved state; later changes are not saved.
+  // Clearing APTPL: the state is still saved (a failover keeps it), no longer required.
   await register(res, A, 4n, 3n, false);
-  t.equal(rec.persisted.at(-1), undefined);
+  t.equal(rec.required.at(-1), false);
   const count = rec.persisted.length;
   await register(res, C, 5n);
-  t.equal(rec.persisted.length, count);
+  t.equal(rec.persisted.length, count + 1);
+  const cleared = new Reservations(recorder().hooks, { descriptorSense: () => false });
+  cleared.restore(rec.persisted.at(-1)!);
+  t.same(readKeys(cleared), [4n, 2n, 5n]);
+  t.equal(prIn(cleared, A, PrInAction.ReportCapabilities).data![3], 0xb0, 'APTPL off after restore');
 
   const copyBefore = prIn(copy, C, PrInAction.ReadFullStatus).data;
   t.throws(() => copy.restore(Buffer.from([9])), /invalid persistent reservation state/);

@@ -76,8 +76,32 @@ export interface StartRebuildReply {
   readonly started: boolean;
 }
 
+export interface SetRebuildRateRequest {
+  /** 0 = unlimited. */
+  readonly rateBytesPerSec: number;
+}
+
+export interface SetRebuildRateReply {
+  /** false when no rebuild is running. */
+  readonly applied: boolean;
+}
+
+/** The target's metadata blob on a replica (GetTargetState's reply, PutTargetState's request). */
+export interface TargetStateMessage {
+  /** 0 = nothing stored. */
+  readonly generation: number;
+  readonly epoch: number;
+  readonly entries: ReadonlyMap<string, Buffer>;
+}
+export type GetTargetStateRequest = Readonly<Record<string, never>>;
+export interface PutTargetStateReply {
+  readonly generation: number;
+}
+
 export interface SetEpochRequest {
   readonly epoch: number;
+  /** Refuse the epoch unless it is above the persisted one (a target start claiming it). */
+  readonly exclusive?: boolean;
 }
 export interface SetEpochReply {
   readonly epoch: number;
@@ -301,7 +325,8 @@ export const codecs = {
     }),
   ),
   setEpochRequest: codec<SetEpochRequest>('SetEpochRequest',
-    (m) => ({ epoch: checkU64(m.epoch, 'epoch') }), (r) => ({ epoch: fromU64(r['epoch'], 'epoch') })),
+    (m) => ({ epoch: checkU64(m.epoch, 'epoch'), exclusive: m.exclusive === true }),
+    (r) => ({ epoch: fromU64(r['epoch'], 'epoch'), ...(r['exclusive'] === true ? { exclusive: true } : {}) })),
   setEpochReply: codec<SetEpochReply>('SetEpochReply',
     (m) => ({ epoch: checkU64(m.epoch, 'epoch') }), (r) => ({ epoch: fromU64(r['epoch'], 'epoch') })),
   resizeRequest: codec<ResizeRequest>('ResizeRequest',
@@ -346,6 +371,31 @@ export const codecs = {
   ),
   startRebuildReply: codec<StartRebuildReply>('StartRebuildReply',
     (m) => ({ started: m.started }), (r) => ({ started: r['started'] === true })),
+  setRebuildRateRequest: codec<SetRebuildRateRequest>('SetRebuildRateRequest',
+    (m) => ({ rateBytesPerSec: checkU64(m.rateBytesPerSec, 'rate_bytes_per_sec') }),
+    (r) => ({ rateBytesPerSec: fromU64(r['rateBytesPerSec'], 'rate_bytes_per_sec') })),
+  setRebuildRateReply: codec<SetRebuildRateReply>('SetRebuildRateReply',
+    (m) => ({ applied: m.applied }), (r) => ({ applied: r['applied'] === true })),
+  getTargetStateRequest: codec<GetTargetStateRequest>('GetTargetStateRequest', () => ({}), () => ({})),
+  targetState: codec<TargetStateMessage>(
+    'TargetState',
+    (m) => ({
+      generation: checkU64(m.generation, 'generation'),
+      epoch: checkU64(m.epoch, 'epoch'),
+      entries: [...m.entries].map(([key, value]) => ({ key, value })),
+    }),
+    (r) => {
+      const entries = new Map<string, Buffer>();
+      for (const e of (r['entries'] ?? []) as readonly Raw[]) {
+        const key = str(e['key']);
+        if (entries.has(key)) throw new RangeError(`TargetState: duplicate key ${JSON.stringify(key)}`);
+        entries.set(key, Buffer.from(bytesOf(e['value'])));
+      }
+      return { generation: fromU64(r['generation'], 'generation'), epoch: fromU64(r['epoch'], 'epoch'), entries };
+    },
+  ),
+  putTargetStateReply: codec<PutTargetStateReply>('PutTargetStateReply',
+    (m) => ({ generation: checkU64(m.generation, 'generation') }), (r) => ({ generation: fromU64(r['generation'], 'generation') })),
 } as const;
 
 // ---- service definition -----------------------------------------------------------------------
@@ -392,6 +442,9 @@ export const replicaControlServiceDefinition = {
   rebuild: method('Rebuild', codecs.rebuildRequest, true),
   rebuildEstimate: method('RebuildEstimate', codecs.rebuildRequest, false),
   startRebuild: method('StartRebuild', codecs.startRebuildRequest, false),
+  setRebuildRate: method('SetRebuildRate', codecs.setRebuildRateRequest, false),
+  getTargetState: method('GetTargetState', codecs.getTargetStateRequest, false),
+  putTargetState: method('PutTargetState', codecs.targetState, false),
 } as const satisfies grpc.ServiceDefinition;
 
 // ---- client -----------------------------------------------------------------------------------
@@ -417,6 +470,12 @@ export interface ReplicaControlClient {
   rebuildEstimate(request: RebuildRequest, options?: ControlCallOptions): Promise<RebuildEstimateReply>;
   /** Ask this replica to rebuild itself from another (it pulls); progress is in status().rebuild. */
   startRebuild(request: StartRebuildRequest, options?: ControlCallOptions): Promise<StartRebuildReply>;
+  /** Change the rate limit of this replica's running rebuild (applied = false when none runs). */
+  setRebuildRate(request: SetRebuildRateRequest, options?: ControlCallOptions): Promise<SetRebuildRateReply>;
+  /** The target metadata blob this replica keeps (generation 0: none). */
+  getTargetState(options?: ControlCallOptions): Promise<TargetStateMessage>;
+  /** Store the target metadata blob durably (fenced by epoch, ordered by generation). */
+  putTargetState(request: TargetStateMessage, options?: ControlCallOptions): Promise<PutTargetStateReply>;
   close(): void;
 }
 
@@ -484,6 +543,9 @@ export function createReplicaControlClient(address: string, options: ReplicaCont
     rebuild,
     rebuildEstimate: (req, opts) => unary(def.rebuildEstimate.path, codecs.rebuildRequest, codecs.rebuildEstimateReply, req, opts),
     startRebuild: (req, opts) => unary(def.startRebuild.path, codecs.startRebuildRequest, codecs.startRebuildReply, req, opts),
+    setRebuildRate: (req, opts) => unary(def.setRebuildRate.path, codecs.setRebuildRateRequest, codecs.setRebuildRateReply, req, opts),
+    getTargetState: (opts) => unary(def.getTargetState.path, codecs.getTargetStateRequest, codecs.targetState, {}, opts),
+    putTargetState: (req, opts) => unary(def.putTargetState.path, codecs.targetState, codecs.putTargetStateReply, req, opts),
     close: () => client.close(),
   };
 }

@@ -131,6 +131,7 @@ export class Connection implements LoginTransport {
   }
 
   #sendReject(reason: number, header: Buffer): void {
+    this.#node.stats.rejectsSent++;
     this.send({
       kind: 'Reject', reason, dataSN: 0, rejectedHeader: Buffer.from(header.subarray(0, 48)),
       statSN: 0, expCmdSN: 0, maxCmdSN: 0,

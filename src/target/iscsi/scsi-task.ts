@@ -6,6 +6,7 @@
 import type { DataIn, DataOut, ScsiCommand, ScsiResponse, R2T } from '../../protocol/iscsi/pdu-types.js';
 import { RESERVED_TAG, ScsiServiceResponse } from '../../protocol/iscsi/constants.js';
 import { ScsiStatus } from '../../protocol/scsi/constants.js';
+import { allocIoBuffer } from '../../protocol/io-buffer.js';
 import type { ScsiResult } from '../scsi/types.js';
 import { IscsiTargetError, IscsiTargetErrorCode } from './errors.js';
 
@@ -104,7 +105,7 @@ export class ScsiTask {
         throw new IscsiTargetError(IscsiTargetErrorCode.UnexpectedData, 'F bit clear on a command while InitialR2T=Yes');
       }
       if (this.#unsolicitedLimit > 0) {
-        this.#buffer = Buffer.allocUnsafe(this.#unsolicitedLimit);
+        this.#buffer = allocIoBuffer(this.#unsolicitedLimit);
         command.data.copy(this.#buffer, 0);
         this.#received = immediate;
       }
@@ -130,7 +131,7 @@ export class ScsiTask {
     this.#wanted = length;
     if (length === 0) return Promise.resolve(EMPTY);
     if (length > (this.#buffer?.length ?? 0)) {
-      const full = Buffer.allocUnsafe(length);
+      const full = allocIoBuffer(length);
       if (this.#buffer) this.#buffer.copy(full, 0, 0, this.#received);
       this.#buffer = full;
     }
@@ -248,6 +249,9 @@ export class ScsiTask {
     for (const ttt of this.#bursts.keys()) this.#host.releaseTtt(ttt);
     this.#bursts.clear();
   }
+
+  /** Whether the initiator has sent the whole unsolicited burst (then no need to wait for it). */
+  get unsolicitedDone(): boolean { return this.#unsolicitedDone; }
 
   /** Resolves when the initiator has sent the whole unsolicited burst (a response must not precede it). */
   unsolicitedComplete(): Promise<void> {

@@ -27,6 +27,8 @@ export interface SessionTransport {
   readonly localAddress: string;
   readonly localPort: number;
   readonly cid: number;
+  /** The initiator's host:port (for operators' session lists). */
+  readonly remoteAddress?: string;
 }
 
 export interface SessionOptions {
@@ -230,8 +232,10 @@ export class Session {
   }
 
   #track(p: Promise<void>): void {
-    const settled = p.catch(err => { this.logger.error({ err }, 'session task failed'); }).finally(() => {
+    // One reaction per command (catch + finally would chain two more promises on every I/O).
+    const settled: Promise<void> = p.then(() => { this.#settled.delete(settled); }, (err: unknown) => {
       this.#settled.delete(settled);
+      this.logger.error({ err }, 'session task failed');
     });
     this.#settled.add(settled);
   }
@@ -255,7 +259,7 @@ export class Session {
       result = { status: ScsiStatus.CheckCondition, sense: buildSense(SenseKey.HardwareError, Asc.InternalTargetFailure) };
     }
     // A response must not overtake the initiator's unsolicited data for this task.
-    await task.unsolicitedComplete();
+    if (!task.unsolicitedDone) await task.unsolicitedComplete();
     this.#finish(task);
     if (!this.#closed && !task.aborted && !result.aborted) task.complete(result);
   }

@@ -40,6 +40,8 @@ export class TargetNode {
   readonly #sessions = new Map<string, Session>();
   readonly #byTsih = new Map<number, Session>();
   #nextTsih = 1;
+  /** Totals across connections, for the metrics. */
+  readonly stats = { rejectsSent: 0 };
 
   constructor(options: TargetNodeOptions) {
     const problem = validateTargetConfig(options.negotiation);

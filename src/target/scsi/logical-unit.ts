@@ -65,7 +65,7 @@ export class LogicalUnit implements LogicalUnitServices {
     this.sanitize = new SanitizeState(options.sanitizeBytesPerSecond);
     const hooks = {
       unitAttention: (name: string, asc: number): void => this.unitAttentions.establish(name, asc),
-      persist: (state: Buffer | undefined): Promise<void> => this.#persist(state),
+      persist: (state: Buffer | undefined, required?: boolean): Promise<void> => this.#persist(state, required === true),
       abortTasks: (names: readonly string[]): void => {
         const set = new Set(names);
         void this.#abortWhere((t) => set.has(t.initiatorPortName), () => this.#otherNexusMode());
@@ -78,15 +78,16 @@ export class LogicalUnit implements LogicalUnitServices {
     this.#unsubscribe = options.device.onCapacityChange(() => this.unitAttentions.establishAll(Asc.CapacityDataHasChanged));
   }
 
-  /** Load persisted state (APTPL persistent reservations). */
+  /** Load persisted state (persistent reservations: registrations and reservation). */
   async init(): Promise<void> {
     const state = await this.device.loadState?.(PR_STATE_KEY);
     if (state && state.length > 0) this.reservations.restore(state);
   }
 
-  async #persist(state: Buffer | undefined): Promise<void> {
+  async #persist(state: Buffer | undefined, required: boolean): Promise<void> {
     if (!this.device.saveState) {
-      if (state) throw new Error('block device cannot persist state (APTPL)');
+      // Without APTPL a device that keeps no state (memory) holds reservations in memory only.
+      if (state && required) throw new Error('block device cannot persist state (APTPL)');
       return;
     }
     // An empty value stands for "nothing persisted" (BlockDevice has no delete).

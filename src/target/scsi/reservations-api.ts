@@ -15,5 +15,5 @@ export interface ReservationsApi {
 
 export interface ReservationHooksApi {
   unitAttention(initiatorPortName: string, ascq16: number): void;
-  persist(state: Buffer | undefined): Promise<void>;
+  persist(state: Buffer | undefined, required?: boolean): Promise<void>;
 }

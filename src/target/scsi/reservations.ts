@@ -2,7 +2,14 @@
 // 6.15, 6.16) and SPC-2 RESERVE/RELEASE. Transport-agnostic: an I_T nexus is identified by its
 // initiator port name (this target has one target port group, so initiator port ↔ I_T nexus).
 // The logical unit asks isConflict() before executing any command and routes the reservation
-// commands here; unit attentions and APTPL persistence go out through hooks.
+// commands here; unit attentions and persistence go out through hooks.
+//
+// Every change of the persistent reservation state is persisted, APTPL or not. SPC-4 lets
+// registrations without APTPL be lost on a power loss of the logical unit, but here the state
+// outlives the target process (it is kept on the replicas): a target restart or a takeover by
+// another target instance is a failover of the device server, not a power loss, and dropping the
+// registrations there would unfence nodes a cluster fenced (fence_scsi, Windows failover clustering).
+// APTPL only decides whether a device that cannot persist must refuse the change.
 
 import type { ItNexus, ScsiResult } from './types.js';
 import { Asc, ScsiStatus, SenseKey } from '../../protocol/scsi/constants.js';
@@ -11,8 +18,11 @@ import { buildSense, type FieldPointer } from '../../protocol/scsi/sense.js';
 export interface ReservationHooks {
   /** Queue a unit attention (asc<<8|ascq, e.g. Asc.ReservationsPreempted) for one I_T nexus. */
   unitAttention(initiatorPortName: string, ascq16: number): void;
-  /** Persist the APTPL state (undefined = nothing to persist / delete). Called before the PR OUT completes. */
-  persist(state: Buffer | undefined): Promise<void>;
+  /**
+   * Persist the whole state; called before the PR OUT completes, which fails if this rejects.
+   * `required` (APTPL) = the initiator asked for persistence: a device that cannot persist rejects.
+   */
+  persist(state: Buffer | undefined, required?: boolean): Promise<void>;
   /**
    * PREEMPT AND ABORT: abort every task of these I_T nexuses (their registrations were just
    * removed). Called after the state change is final, before the PR OUT completes.
@@ -233,8 +243,6 @@ export class Reservations {
   #reservation: Reservation | undefined;
   #generation = 0;
   #aptpl = false;
-  /** Whether a non-empty state was last handed to persist() (so clearing APTPL deletes it). */
-  #persisted = false;
   /** SPC-2 RESERVE holder (normalized port name). */
   #spc2Holder: string | undefined;
   /** Nexuses seen recently, to resolve format-0 TransportIDs (initiator device → its ports). */
@@ -419,16 +427,12 @@ export class Reservations {
       return this.#invalidParameter(err.byte);
     }
     if (result.status !== ScsiStatus.Good || !fx.changed) return result;
-    if (this.#aptpl || this.#persisted) {
-      const state = this.#aptpl ? this.#serialize() : undefined;
-      try {
-        await this.#hooks.persist(state);
-      } catch {
-        // The change must not outlive a failed save: the initiator asked for persistence.
-        this.#restoreSnapshot(before);
-        return this.#check(SenseKey.HardwareError, Asc.InternalTargetFailure);
-      }
-      this.#persisted = state !== undefined;
+    try {
+      await this.#hooks.persist(this.#serialize(), this.#aptpl);
+    } catch {
+      // The change must not outlive a failed save: it would be lost (and fenced nodes unfenced) on failover.
+      this.#restoreSnapshot(before);
+      return this.#check(SenseKey.HardwareError, Asc.InternalTargetFailure);
     }
     for (const [port, asc] of fx.attentions) this.#hooks.unitAttention(port, asc);
     if (fx.aborted.length > 0) this.#hooks.abortTasks?.(fx.aborted);
@@ -708,7 +712,7 @@ export class Reservations {
     this.#aptpl = s.aptpl;
   }
 
-  // ---- APTPL state
+  // ---- Persisted state
 
   /**
    * Layout (big-endian): version u8, flags u8 (bit0 APTPL, bit1 reservation), generation u32,
@@ -800,7 +804,6 @@ export class Reservations {
     this.#reservation = reservation;
     this.#generation = generation;
     this.#aptpl = (flags & 0x01) !== 0;
-    this.#persisted = true;
   }
 
   // ---- Sense helpers

@@ -7,6 +7,7 @@ import {
 } from '../../protocol/scsi/cdb.js';
 import { Asc, ScsiStatus, SenseKey } from '../../protocol/scsi/constants.js';
 import { CheckCondition, illegalRequest, invalidCdbField, invalidParameterField } from '../../protocol/scsi/sense.js';
+import { allocIoBuffer } from '../../protocol/io-buffer.js';
 import {
   GOOD, dataIn, dataOutSizeError, fetchDataOut, type CommandContext, type CommandInfo,
 } from './command.js';
@@ -56,7 +57,7 @@ async function read(ctx: CommandContext): Promise<ScsiResult> {
   checkRw(ctx, c);
   if (c.blocks === 0) return GOOD;
   const { device, rangeLock } = ctx.lu;
-  const data = Buffer.allocUnsafe(c.blocks * device.blockSize);
+  const data = allocIoBuffer(c.blocks * device.blockSize);
   const release = await rangeLock.acquire(c.lba, c.blocks, false, ctx.signal);
   try {
     await device.read(c.lba, c.blocks, data);

@@ -1,5 +1,5 @@
 // The task set of one logical unit (SAM-5 8.x): active tasks in arrival order, each with an
-// AbortController. SIMPLE (and untagged/ACA) tasks run concurrently; an ORDERED task starts after every
+// abort signal. SIMPLE (and untagged/ACA) tasks run concurrently; an ORDERED task starts after every
 // older task completed and holds back every newer SIMPLE task until it completes; HEAD OF QUEUE starts
 // at once. Task management aborts matching tasks and resolves once they have all finished.
 
@@ -25,13 +25,61 @@ export interface Task {
   readonly ready: Promise<void> | undefined;
 }
 
+/**
+ * The AbortSignal of one task. Node's AbortController costs several microseconds to create (its signal
+ * is a full EventTarget) and every SCSI command gets one; this does what the SCSI layer uses (aborted,
+ * reason, throwIfAborted, 'abort' listeners, onabort) for the price of a small object.
+ */
+class TaskSignal {
+  aborted = false;
+  reason: unknown = undefined;
+  onabort: ((ev: Event) => unknown) | null = null;
+  #listeners: ((ev: Event) => unknown)[] | undefined;
+
+  addEventListener(type: string, listener: ((ev: Event) => unknown) | null): void {
+    if (type !== 'abort' || listener === null || this.aborted) return;
+    const list = this.#listeners ??= [];
+    // EventTarget semantics: the same listener is added once. Every listener here is 'once'.
+    if (!list.includes(listener)) list.push(listener);
+  }
+
+  removeEventListener(type: string, listener: ((ev: Event) => unknown) | null): void {
+    const list = this.#listeners;
+    if (type !== 'abort' || list === undefined || listener === null) return;
+    const i = list.indexOf(listener);
+    if (i >= 0) list.splice(i, 1);
+  }
+
+  throwIfAborted(): void {
+    if (this.aborted) throw this.reason;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const list = this.#listeners ?? [];
+    this.#listeners = undefined;
+    const ev = { type: 'abort', target: this } as unknown as Event;
+    for (const l of [...(this.onabort === null ? [] : [this.onabort]), ...list]) {
+      try {
+        l(ev);
+      } catch (err) {
+        // As EventTarget does: a throwing listener neither stops the others nor the caller.
+        queueMicrotask(() => { throw err; });
+      }
+    }
+  }
+}
+
 class TaskEntry implements Task {
   readonly initiatorPortName: string;
   readonly tag: number;
   readonly attr: number;
-  readonly controller = new AbortController();
-  readonly done: Promise<void>;
-  readonly finish: () => void;
+  readonly #signal = new TaskSignal();
+  #done: Promise<void> | undefined;
+  #resolveDone: (() => void) | undefined;
+  #finished = false;
   ready: Promise<void> | undefined;
   abortMode: AbortMode | undefined;
 
@@ -39,14 +87,36 @@ class TaskEntry implements Task {
     this.initiatorPortName = initiatorPortName;
     this.tag = tag;
     this.attr = attr;
-    let finish!: () => void;
-    this.done = new Promise<void>((resolve) => { finish = resolve; });
-    this.finish = finish;
   }
 
   get signal(): AbortSignal {
-    return this.controller.signal;
+    // Structurally what every consumer of a task's signal uses (see TaskSignal).
+    return this.#signal as unknown as AbortSignal;
   }
+
+  /** Resolves once the task finished; created only when someone waits (a TMF, an ORDERED task). */
+  get done(): Promise<void> {
+    if (this.#done === undefined) {
+      this.#done = this.#finished ? Promise.resolve() : new Promise<void>((resolve) => { this.#resolveDone = resolve; });
+    }
+    return this.#done;
+  }
+
+  /** Whether anyone waits on `done`. */
+  get awaited(): boolean {
+    return this.#resolveDone !== undefined;
+  }
+
+  abort(reason: unknown): void {
+    this.#signal.abort(reason);
+  }
+
+  readonly finish = (): void => {
+    this.#finished = true;
+    const resolve = this.#resolveDone;
+    this.#resolveDone = undefined;
+    resolve?.();
+  };
 }
 
 export class TaskAbortedError extends Error {
@@ -77,7 +147,9 @@ export class TaskSet {
     this.#active.delete(entry);
     if (this.#lastOrdered === entry) this.#lastOrdered = undefined;
     // After the current turn, so the task's execute() has resolved before a TMF waiting on it does.
-    setImmediate(entry.finish);
+    // Nobody waits on most tasks: then there is nothing to defer.
+    if (entry.awaited) setImmediate(entry.finish);
+    else entry.finish();
   }
 
   find(initiatorPortName: string, tag: number): Task | undefined {
@@ -97,7 +169,7 @@ export class TaskSet {
     const victims = [...this.#active].filter(match);
     for (const t of victims) {
       if (t.abortMode === undefined) t.abortMode = mode(t);
-      t.controller.abort(new TaskAbortedError());
+      t.abort(new TaskAbortedError());
     }
     await Promise.all(victims.map((t) => t.done));
     return victims;

@@ -4,19 +4,31 @@
 // gRPC (replica to replica, never through the target). When the replica reports the rebuild done
 // and it is still rebuilding (not ejected or reconnected meanwhile, which would have cost it writes)
 // it rejoins the quorum. Failures back off and retry; the reason is logged and kept in status.
+// With a rate cap, the rate adapts (RebuildRateController): foreground ops/s are sampled all the
+// time, so the level before a rebuild is its undisturbed baseline, and the sink's limit is changed
+// live (SetRebuildRate) to keep foreground I/O near that level.
 
 import type { Logger } from '../../shared/logger.js';
 import { createReplicaControlClient, type RebuildStatus, type ReplicaControlClient } from '../../protocol/replica/control-codec.js';
 import type { ReplicatedVolume } from './replicated-volume.js';
+import { RebuildRateController } from './rebuild-rate-controller.js';
 
 export interface RebuildOrchestratorOptions {
   readonly volume: ReplicatedVolume;
   readonly volumeUuid: string;
-  /** Bytes per second per rebuild (0 = unlimited). */
+  /** Bytes per second per rebuild (0 = unlimited). With adaptive rate: the cap. */
   readonly rateBytesPerSec: number;
+  /** Adapt the rate to foreground load (default true; never with an unlimited rate). */
+  readonly adaptive?: boolean;
+  /** Adaptive rate: how often the foreground is measured and the rate reconsidered (default 1 s). */
+  readonly controlTickMs?: number;
+  /** Adaptive rate: the lowest rate it sets (default 4 MiB/s). */
+  readonly floorBytesPerSec?: number;
   readonly logger: Logger;
   /** A replica finished its rebuild and is healthy again. */
   readonly onComplete?: (replicaId: string, bytes: number, seconds: number) => void;
+  /** A rebuild attempt failed (it is retried with backoff). */
+  readonly onFailed?: (replicaId: string, reason: string) => void;
   readonly pollMs?: number;
   /** Backoff after a failed attempt (doubles, at most 30 s). */
   readonly retryMs?: number;
@@ -25,13 +37,21 @@ export interface RebuildOrchestratorOptions {
 
 export interface RebuildProgress extends RebuildStatus {
   readonly replicaId: string;
+  /** The rate limit in force (bytes/s, 0 = unlimited). */
+  readonly rateLimitBytesPerSec: number;
 }
+
+/** Foreground ops/s before a rebuild are averaged over this long to get the baseline. */
+const BASELINE_WINDOW_MS = 10_000;
 
 interface Job {
   readonly replicaId: string;
   /** Ends the job's loop (replaced, stopped). */
   cancelled: boolean;
   progress: RebuildStatus | undefined;
+  rateLimit: number;
+  /** An operator set the rate cap while this job ran: apply it and stop adapting. */
+  capChanged: boolean;
 }
 
 export class RebuildOrchestrator {
@@ -39,29 +59,71 @@ export class RebuildOrchestrator {
   readonly #jobs = new Map<string, Job>();
   readonly #timer: NodeJS.Timeout;
   readonly #failures = new Map<string, { count: number; notBefore: number }>();
+  /** Foreground operations (reads + writes) seen at each scan, pruned to the baseline window. */
+  #history: { t: number; ops: number }[] = [];
   #stopped = false;
+  /** Bytes/s cap (0 = unlimited): --rebuild-rate, changed live by setRateCap. */
+  #cap: number;
 
   constructor(options: RebuildOrchestratorOptions) {
     this.#o = options;
+    this.#cap = options.rateBytesPerSec;
     this.#timer = setInterval(() => this.#scan(), options.pollMs ?? 500);
     this.#timer.unref();
   }
 
+  get rateCapBytesPerSec(): number {
+    return this.#cap;
+  }
+
+  /**
+   * An operator's new cap (0 = unlimited). Running rebuilds take it at once as a fixed rate; later
+   * ones adapt under it as usual.
+   */
+  setRateCap(bytesPerSec: number): void {
+    if (!Number.isFinite(bytesPerSec) || bytesPerSec < 0) throw new RangeError(`rebuild rate ${bytesPerSec} B/s`);
+    this.#cap = Math.round(bytesPerSec);
+    for (const j of this.#jobs.values()) j.capChanged = true;
+    this.#o.logger.info({ rateBytesPerSec: this.#cap, running: [...this.#jobs.keys()] }, 'rebuild rate cap changed');
+  }
+
   /** Rebuilds running now, with the progress their replicas last reported. */
   progress(): RebuildProgress[] {
-    return [...this.#jobs.values()].flatMap((j) => (j.progress === undefined ? [] : [{ replicaId: j.replicaId, ...j.progress }]));
+    return [...this.#jobs.values()].flatMap((j) =>
+      (j.progress === undefined ? [] : [{ replicaId: j.replicaId, ...j.progress, rateLimitBytesPerSec: j.rateLimit }]));
+  }
+
+  #foregroundOps(): number {
+    const c = this.#o.volume.counters();
+    return c.reads + c.writes;
+  }
+
+  #sampleForeground(): void {
+    const now = Date.now();
+    this.#history.push({ t: now, ops: this.#foregroundOps() });
+    while (this.#history.length > 2 && this.#history[1]!.t <= now - BASELINE_WINDOW_MS) this.#history.shift();
+  }
+
+  /** Foreground ops/s over the last BASELINE_WINDOW_MS; undefined when too little history. */
+  #baselineOpsPerSec(): number | undefined {
+    this.#sampleForeground();
+    const first = this.#history[0];
+    const last = this.#history.at(-1);
+    if (first === undefined || last === undefined || last.t - first.t < 1000) return undefined;
+    return ((last.ops - first.ops) * 1000) / (last.t - first.t);
   }
 
   /** Look for degraded replicas now (also done periodically). */
   #scan(): void {
     if (this.#stopped) return;
+    this.#sampleForeground();
     const states = this.#o.volume.replicaStates();
     for (const r of states) {
       if (r.state !== 'degraded' || this.#jobs.has(r.replicaId)) continue;
       if (this.#o.volume.connectionOf(r.replicaId) === undefined) continue;
       const failure = this.#failures.get(r.replicaId);
       if (failure !== undefined && Date.now() < failure.notBefore) continue;
-      const job: Job = { replicaId: r.replicaId, cancelled: false, progress: undefined };
+      const job: Job = { replicaId: r.replicaId, cancelled: false, progress: undefined, rateLimit: this.#cap, capChanged: false };
       this.#jobs.set(r.replicaId, job);
       void this.#run(job).then((ok) => {
         this.#jobs.delete(job.replicaId);
@@ -95,16 +157,31 @@ export class RebuildOrchestrator {
       // From here on the replica receives every new write; the rebuild covers everything before.
       volume.markRebuilding(job.replicaId);
       await volume.currentRequestsSettled(source.replicaId);
-      log.info({ source: source.replicaId, since }, 'rebuild starting');
+      const controller = this.#o.adaptive !== false && this.#cap > 0
+        ? new RebuildRateController({
+          maxBytesPerSec: this.#cap,
+          baselineOpsPerSec: this.#baselineOpsPerSec(),
+          ...(this.#o.floorBytesPerSec !== undefined ? { floorBytesPerSec: this.#o.floorBytesPerSec } : {}),
+        })
+        : undefined;
+      job.rateLimit = Math.round(controller?.rateBytesPerSec ?? this.#cap);
+      job.capChanged = false;
+      log.info({ source: source.replicaId, since, rateBytesPerSec: job.rateLimit, adaptive: controller !== undefined,
+        baselineOpsPerSec: controller?.baselineOpsPerSec }, 'rebuild starting');
       try {
         await client.startRebuild({
-          sourceAddress: sourceConn.hello.controlAddress, sinceIoSeq: since, rateBytesPerSec: this.#o.rateBytesPerSec, volumeUuid: this.#o.volumeUuid,
+          sourceAddress: sourceConn.hello.controlAddress, sinceIoSeq: since, rateBytesPerSec: job.rateLimit, volumeUuid: this.#o.volumeUuid,
         });
       } catch (err) {
-        // A rebuild the replica already runs (it survived a reconnect) is followed, not restarted.
+        // A rebuild the replica already runs (it survived a reconnect) is followed, not restarted,
+        // at the rate chosen now (best effort: an older replica keeps its own).
         if ((err as { code?: number }).code !== 9 /* FAILED_PRECONDITION */) throw err;
+        await client.setRebuildRate({ rateBytesPerSec: job.rateLimit }).catch(() => undefined);
       }
       let lastLog = 0;
+      const tickMs = this.#o.controlTickMs ?? 1000;
+      let tick = { t: Date.now(), ops: this.#foregroundOps() };
+      let adapting = controller !== undefined;
       for (;;) {
         await new Promise((r) => setTimeout(r, this.#o.pollMs ?? 500));
         if (job.cancelled || this.#stopped) return false;
@@ -113,17 +190,50 @@ export class RebuildOrchestrator {
           log.warn({ state: state?.state, reason: state?.reason }, 'rebuild abandoned: the replica left the write path meanwhile');
           return false;
         }
+        if (job.capChanged) {
+          job.capChanged = false;
+          adapting = false;
+          try {
+            await client.setRebuildRate({ rateBytesPerSec: this.#cap });
+            job.rateLimit = this.#cap;
+          } catch (err) {
+            log.warn({ err }, 'could not change the rebuild rate');
+          }
+        }
+        if (adapting && controller !== undefined && Date.now() - tick.t >= tickMs) {
+          const now = { t: Date.now(), ops: this.#foregroundOps() };
+          const inFlight = Object.values(volume.counters().inFlight).reduce((a, b) => a + b, 0);
+          const opsPerSec = ((now.ops - tick.ops) * 1000) / (now.t - tick.t);
+          tick = now;
+          const decision = controller.update({ opsPerSec, inFlight });
+          const rate = Math.round(controller.rateBytesPerSec);
+          // Backing off is worth a line: it explains a slow rebuild. Ticks and increases are debug.
+          log[decision === 'decrease' || decision === 'learn' ? 'info' : 'debug']({
+            opsPerSec: Math.round(opsPerSec), inFlight, baselineOpsPerSec: Math.round(controller.baselineOpsPerSec ?? 0), decision, rate,
+          }, 'rebuild rate tick');
+          if (rate !== job.rateLimit) {
+            try {
+              await client.setRebuildRate({ rateBytesPerSec: rate });
+              job.rateLimit = rate;
+            } catch (err) {
+              // A replica without the RPC keeps the rate it started with.
+              if ((err as { code?: number }).code === 12 /* UNIMPLEMENTED */) adapting = false;
+              log.warn({ err }, 'could not change the rebuild rate');
+            }
+          }
+        }
         const progress = (await client.status()).rebuild;
         if (progress === undefined) continue;
         job.progress = progress;
         if (Date.now() - lastLog > 5000) {
           lastLog = Date.now();
           log.info({ bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal, rate: Math.round(progress.rateBytesPerSec),
-            etaSeconds: progress.etaSeconds }, 'rebuild progress');
+            rateLimit: job.rateLimit, etaSeconds: progress.etaSeconds }, 'rebuild progress');
         }
         if (progress.state === 'failed') {
           log.error({ reason: progress.lastError, attempts: progress.attempts }, 'rebuild failed; will retry');
           volume.markDegraded(job.replicaId, `rebuild failed: ${progress.lastError}`);
+          this.#o.onFailed?.(job.replicaId, progress.lastError);
           return false;
         }
         if (progress.state === 'done') {
@@ -136,6 +246,7 @@ export class RebuildOrchestrator {
       }
     } catch (err) {
       log.error({ err }, 'rebuild attempt failed; will retry');
+      this.#o.onFailed?.(job.replicaId, err instanceof Error ? err.message : String(err));
       const state = volume.replicaStates().find((r) => r.replicaId === job.replicaId);
       if (state?.state === 'rebuilding') volume.markDegraded(job.replicaId, 'rebuild attempt failed');
       return false;

@@ -6,8 +6,9 @@ import type { Socket } from 'node:net';
 import { FrameReader, type ReceivedFrame } from '../../protocol/replica/frame-reader.js';
 import {
   DEFAULT_MAX_PAYLOAD_LENGTH, FrameFlag, MAX_IO_LENGTH, Opcode, ReplicaIoError, ReplicaStatus, chunksTouched,
-  decodeIoSeqs, decodeMapStatus, encodeFrame, errorForStatus, type FrameHeader, type OpcodeValue, type ReplicaHello,
+  decodeIoSeqs, decodeMapStatus, encodeHeader, errorForStatus, type FrameHeader, type OpcodeValue, type ReplicaHello,
 } from '../../protocol/replica/frame.js';
+import { crc32c } from '../../protocol/iscsi/digest.js';
 import type { Logger } from '../../shared/logger.js';
 
 export interface ReplicaConnectionOptions {
@@ -36,6 +37,11 @@ export interface ReplicaWriteOptions {
   readonly epoch: number;
   readonly ioSeq: number;
   readonly fua?: boolean;
+  /**
+   * CRC32C of `data` when the caller already has it: a write fanned out to k replicas computes it
+   * once instead of k times. The replica verifies it, so a wrong value fails the write, never more.
+   */
+  readonly payloadCrc?: number;
 }
 
 export interface ReplicaConnectionCounters {
@@ -54,6 +60,7 @@ interface Request {
   readonly offset: number;
   readonly length: number;
   readonly payload: Buffer | undefined;
+  readonly payloadCrc: number | undefined;
   readonly resolve: (frame: ReceivedFrame) => void;
   readonly reject: (err: Error) => void;
   tag: number;
@@ -160,7 +167,7 @@ export class ReplicaConnection {
 
   async write(offset: number, data: Buffer, options: ReplicaWriteOptions): Promise<void> {
     if (data.length > MAX_IO_LENGTH) throw new ReplicaIoError(ReplicaStatus.Invalid, `write of ${data.length} bytes exceeds ${MAX_IO_LENGTH}`);
-    await this.#request(Opcode.Write, options.fua ? FrameFlag.Fua : 0, options.epoch, options.ioSeq, offset, data.length, data);
+    await this.#request(Opcode.Write, options.fua ? FrameFlag.Fua : 0, options.epoch, options.ioSeq, offset, data.length, data, options.payloadCrc);
   }
 
   async sync(epoch: number): Promise<void> {
@@ -195,13 +202,14 @@ export class ReplicaConnection {
     return this.#closed;
   }
 
-  #request(opcode: OpcodeValue, flags: number, epoch: number, ioSeq: number, offset: number, length: number, payload?: Buffer): Promise<ReceivedFrame> {
+  #request(opcode: OpcodeValue, flags: number, epoch: number, ioSeq: number, offset: number, length: number, payload?: Buffer,
+    payloadCrc?: number): Promise<ReceivedFrame> {
     return new Promise((resolve, reject) => {
       if (!this.#open) {
         reject(new ReplicaIoError(ReplicaStatus.Closed, `replica connection closed: ${this.#closeReason}`));
         return;
       }
-      const req: Request = { opcode, flags, epoch, ioSeq, offset, length, payload, resolve, reject, tag: 0, sentAt: 0 };
+      const req: Request = { opcode, flags, epoch, ioSeq, offset, length, payload, payloadCrc, resolve, reject, tag: 0, sentAt: 0 };
       if (this.#queueHead === this.#queue.length && this.#canSend(req)) {
         this.#send(req);
         return;
@@ -226,9 +234,12 @@ export class ReplicaConnection {
     let buffers: Buffer[];
     const tag = this.#takeTag();
     try {
-      buffers = encodeFrame({
+      const fields = {
         opcode: req.opcode, flags: req.flags, tag, epoch: req.epoch, ioSeq: req.ioSeq, offset: req.offset, length: req.length,
-      }, ...(req.payload === undefined ? [] : [req.payload]));
+      };
+      const payload = req.payload;
+      buffers = payload === undefined || payload.length === 0 ? [encodeHeader(fields)]
+        : [encodeHeader(fields, payload.length, req.payloadCrc ?? crc32c(payload)), payload];
     } catch (err) {
       req.reject(new ReplicaIoError(ReplicaStatus.Invalid, String(err instanceof Error ? err.message : err)));
       return;

@@ -36,6 +36,17 @@ export class ReplicaBlockDevice implements BlockDevice {
     return this.#blockCount;
   }
 
+  get connection(): ReplicaConnection {
+    return this.#conn;
+  }
+
+  /** The replica was resized: serve up to `blocks` (never fewer than now). */
+  grow(blocks: bigint): void {
+    if (blocks <= this.#blockCount) return;
+    this.#blockCount = blocks;
+    for (const l of this.#listeners) l(blocks);
+  }
+
   /** The io_seq the next mutating request will take. */
   get nextIoSeq(): number {
     return this.#nextIoSeq;

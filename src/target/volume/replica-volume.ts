@@ -8,15 +8,17 @@
 import type { Logger } from '../../shared/logger.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
+import type { ReplicaHello } from '../../protocol/replica/frame.js';
 import { ReplicaBlockDevice } from './replica-device.js';
-import type { StateDir } from './state-dir.js';
+import type { TargetStateKeeper } from './target-state-keeper.js';
 
 export interface ReplicaVolumeOptions {
   readonly blockSize: number;
   readonly capacityBytes: number;
   /** Target epoch stamped on every request (fencing). */
   readonly epoch: number;
-  readonly state: StateDir;
+  /** Persistent SCSI state (reservations), kept on the replica; none = saveState fails. */
+  readonly targetState?: TargetStateKeeper;
   /** How long I/O waits for a replica before failing (default 30 s). */
   readonly holdMs?: number;
   readonly logger: Logger;
@@ -29,6 +31,8 @@ export class ReplicaVolume implements BlockDevice {
   readonly #holdMs: number;
   #blockCount: bigint;
   #current: ReplicaBlockDevice | undefined;
+  /** HELLO of the replica behind #current (its control address). */
+  #hello: ReplicaHello | undefined;
   #lastIssued = 0;
   #waiters = new Set<() => void>();
   readonly #listeners = new Set<(n: bigint) => void>();
@@ -49,6 +53,22 @@ export class ReplicaVolume implements BlockDevice {
     return this.#current !== undefined;
   }
 
+  /** The replica's data connection while it is connected. */
+  get connection(): ReplicaConnection | undefined {
+    return this.#current?.connection;
+  }
+
+  /** The volume grew to `capacityBytes` (the replica was resized first). Shrinking is refused. */
+  grow(capacityBytes: number): void {
+    const blocks = BigInt(capacityBytes / this.blockSize);
+    if (capacityBytes % this.blockSize !== 0) throw new Error(`${capacityBytes} is not a multiple of the block size ${this.blockSize}`);
+    if (blocks < this.#blockCount) throw new Error(`cannot shrink from ${this.#blockCount} to ${blocks} blocks`);
+    if (blocks === this.#blockCount) return;
+    this.#blockCount = blocks;
+    this.#current?.grow(blocks);
+    for (const l of this.#listeners) l(blocks);
+  }
+
   /** Serve I/O through `connection` from now on (a newly connected or reconnected replica). */
   attach(connection: ReplicaConnection): void {
     const hello = connection.hello;
@@ -61,7 +81,10 @@ export class ReplicaVolume implements BlockDevice {
       epoch: this.#o.epoch,
       firstIoSeq: Math.max(this.#lastIssued, hello.highestIoSeq) + 1,
     });
+    device.grow(this.#blockCount);
     this.#current = device;
+    this.#hello = hello;
+    void this.#o.targetState?.push({ id: hello.replicaId, controlAddress: hello.controlAddress });
     if (previous !== undefined) void previous.close().catch(() => undefined);
     connection.onClose((reason) => {
       if (this.#current !== device) return;
@@ -148,11 +171,16 @@ export class ReplicaVolume implements BlockDevice {
   }
 
   loadState(key: string): Promise<Buffer | undefined> {
-    return this.#o.state.load(key);
+    return Promise.resolve(this.#o.targetState?.load(key));
   }
 
-  saveState(key: string, value: Buffer): Promise<void> {
-    return this.#o.state.save(key, value);
+  /** On the replica; with none connected it waits for one, like I/O (holdMs). */
+  async saveState(key: string, value: Buffer): Promise<void> {
+    const keeper = this.#o.targetState;
+    if (keeper === undefined) throw new Error('no target state store');
+    if (this.#current === undefined) await this.#waitForReplica(Date.now() + this.#holdMs);
+    const hello = this.#hello!;
+    await keeper.save(key, value, [{ id: hello.replicaId, controlAddress: hello.controlAddress, counts: true }]);
   }
 
   async close(): Promise<void> {

@@ -10,8 +10,10 @@
 // Imports only the protocol and target-side modules, never src/replica.
 
 import { ReplicaIoError, ReplicaStatus } from '../../protocol/replica/frame.js';
+import { allocIoBuffer } from '../../protocol/io-buffer.js';
+import { crc32c } from '../../protocol/iscsi/digest.js';
 import type { Logger } from '../../shared/logger.js';
-import type { StateDir } from './state-dir.js';
+import type { TargetStateKeeper } from './target-state-keeper.js';
 import { blockDeviceErrorFor, inPieces, requestOffset } from './replica-requests.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
@@ -34,8 +36,8 @@ export interface ReplicatedVolumeOptions {
   readonly maxBacklog?: number;
   /** How long I/O waits for quorum before failing with EOFFLINE (default 30 s). */
   readonly holdMs?: number;
-  /** Where persistent SCSI state (reservations with APTPL) is kept. */
-  readonly state?: StateDir;
+  /** Persistent SCSI state (reservations), kept on the replicas; none = saveState fails. */
+  readonly targetState?: TargetStateKeeper;
   readonly logger: Logger;
 }
 
@@ -45,6 +47,8 @@ export interface ReplicaStatusInfo {
   /** Why the replica is degraded or offline. */
   readonly reason: string | undefined;
   readonly inFlight: number;
+  /** In-flight requests by kind (reads, writes incl. unmap/zeroes, syncs). */
+  readonly inFlightByKind: { readonly read: number; readonly write: number; readonly sync: number };
   readonly address: string | undefined;
 }
 
@@ -56,8 +60,11 @@ export interface ReplicatedVolumeCounters {
   readonly inFlight: Readonly<Record<string, number>>;
 }
 
+type CallKind = 'read' | 'write' | 'sync';
+
 interface PendingCall {
   readonly start: number;
+  readonly kind: CallKind;
   readonly reject: (err: Error) => void;
   /** The request already completed on a quorum without this replica. */
   lagging: boolean;
@@ -84,6 +91,8 @@ interface Slot {
   lagging: number;
   /** Bumped whenever the replica is (re)admitted to the write path, so held writes are re-sent to it. */
   generation: number;
+  /** Moving average of its read latency in ms (0 = no sample since it connected). */
+  readMs: number;
 }
 
 /** A request abandoned because its replica was ejected or replaced (the replica is already handled). */
@@ -103,18 +112,32 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * A healthy replica whose reads take SLOW_READ_FACTOR times the fastest one's (and over
+ * SLOW_READ_MIN_MS) serves only every SLOW_READ_PROBE_EVERY-th read, which keeps its average
+ * current: a slow disk or link must not set the volume's read latency (writes never wait for it).
+ */
+const SLOW_READ_FACTOR = 4;
+const SLOW_READ_MIN_MS = 20;
+const SLOW_READ_PROBE_EVERY = 64;
+
+/** Reads in a row sent to one replica before the round robin moves on, when many are in flight. */
+const READ_BURST = 32;
+/** Below this many reads in flight, each read goes to the next replica (plain round robin). */
+const READ_BURST_MIN_DEPTH = 8;
+
 export class ReplicatedVolume implements BlockDevice {
   readonly blockSize: number;
   readonly writeCache = true;
   readonly writeQuorum: number;
   readonly #logger: Logger;
   readonly #epoch: number;
-  readonly #capacityBytes: number;
-  readonly #blockCount: bigint;
+  #capacityBytes: number;
+  #blockCount: bigint;
   readonly #ioDeadlineMs: number;
   readonly #maxBacklog: number;
   readonly #holdMs: number;
-  readonly #state: StateDir | undefined;
+  readonly #targetState: TargetStateKeeper | undefined;
   readonly #slots: readonly Slot[];
   readonly #byId = new Map<string, Slot>();
   readonly #listeners = new Set<(n: bigint) => void>();
@@ -128,6 +151,11 @@ export class ReplicatedVolume implements BlockDevice {
   #written = false;
   #nextCall = 0;
   #roundRobin = 0;
+  /** Reads already sent to the current round-robin replica (see READ_BURST). */
+  #burst = 0;
+  /** Read placements so far (every SLOW_READ_PROBE_EVERY-th may go to a slow replica). */
+  #readPicks = 0;
+  #readsInFlight = 0;
   #closed = false;
   #volumeState: VolumeState = 'offline';
   #reads = 0;
@@ -157,10 +185,10 @@ export class ReplicatedVolume implements BlockDevice {
     this.#ioDeadlineMs = options.ioDeadlineMs ?? 5000;
     this.#maxBacklog = Math.max(1, options.maxBacklog ?? 256);
     this.#holdMs = options.holdMs ?? 30_000;
-    this.#state = options.state;
+    this.#targetState = options.targetState;
     this.#slots = options.replicaIds.map((id) => ({
       id, logger: options.logger.child({ replica: id }), state: 'offline' as ReplicaState, reason: 'not connected yet',
-      conn: undefined, unsubscribe: undefined, pending: new Map<number, PendingCall>(), lagging: 0, generation: 0,
+      conn: undefined, unsubscribe: undefined, pending: new Map<number, PendingCall>(), lagging: 0, generation: 0, readMs: 0,
     }));
     for (const s of this.#slots) this.#byId.set(s.id, s);
     this.#sweep = setInterval(() => this.#checkDeadlines(), Math.max(10, Math.min(1000, Math.floor(this.#ioDeadlineMs / 4))));
@@ -183,9 +211,11 @@ export class ReplicatedVolume implements BlockDevice {
   }
 
   replicaStates(): ReplicaStatusInfo[] {
-    return this.#slots.map((s) => ({
-      replicaId: s.id, state: s.state, reason: s.reason, inFlight: s.pending.size, address: s.conn?.remoteAddress,
-    }));
+    return this.#slots.map((s) => {
+      const byKind = { read: 0, write: 0, sync: 0 };
+      for (const p of s.pending.values()) byKind[p.kind]++;
+      return { replicaId: s.id, state: s.state, reason: s.reason, inFlight: s.pending.size, inFlightByKind: byKind, address: s.conn?.remoteAddress };
+    });
   }
 
   counters(): ReplicatedVolumeCounters {
@@ -198,7 +228,7 @@ export class ReplicatedVolume implements BlockDevice {
    * A replica (re)connected. Before the first write it joins healthy; afterwards it has missed
    * writes and stays degraded until a rebuild (markRebuilding, then markHealthy).
    */
-  attach(connection: ReplicaConnection): void {
+  attach(connection: ReplicaConnection, capacityBytes = connection.hello.capacityBytes): void {
     if (this.#closed) throw new Error('the volume is closed');
     const hello = connection.hello;
     const slot = this.#byId.get(hello.replicaId);
@@ -206,13 +236,14 @@ export class ReplicatedVolume implements BlockDevice {
     if (hello.blockSize !== this.blockSize) {
       throw new Error(`replica ${hello.replicaId} has block size ${hello.blockSize}, the volume ${this.blockSize}`);
     }
-    if (hello.capacityBytes < this.#capacityBytes) {
-      throw new Error(`replica ${hello.replicaId} holds ${hello.capacityBytes} bytes, the volume ${this.#capacityBytes}`);
+    if (capacityBytes < this.#capacityBytes) {
+      throw new Error(`replica ${hello.replicaId} holds ${capacityBytes} bytes, the volume ${this.#capacityBytes}`);
     }
     if (slot.conn !== undefined) this.#detach(slot, 'replaced by a new connection', true);
     // Above anything any replica has applied, so no write of ours is mistaken for a replayed older one.
     this.#nextIoSeq = Math.max(this.#nextIoSeq, hello.highestIoSeq + 1);
     slot.conn = connection;
+    slot.readMs = 0;
     if (this.#written) {
       slot.state = 'degraded';
       slot.reason = 'needs rebuild';
@@ -227,17 +258,21 @@ export class ReplicatedVolume implements BlockDevice {
       this.#changed();
     });
     slot.logger.info({ state: slot.state, highestIoSeq: hello.highestIoSeq, address: connection.remoteAddress }, 'replica attached');
+    if (slot.state === 'healthy') void this.#targetState?.push({ id: slot.id, controlAddress: hello.controlAddress });
     if (!connection.isOpen) this.#detach(slot, 'disconnected before attach', false);
     this.#changed();
   }
 
   loadState(key: string): Promise<Buffer | undefined> {
-    return this.#state === undefined ? Promise.resolve(undefined) : this.#state.load(key);
+    return Promise.resolve(this.#targetState?.load(key));
   }
 
+  /** On every replica receiving writes; done once a write quorum of healthy ones stored it. */
   saveState(key: string, value: Buffer): Promise<void> {
-    if (this.#state === undefined) return Promise.reject(new Error('no state directory'));
-    return this.#state.save(key, value);
+    if (this.#targetState === undefined) return Promise.reject(new Error('no target state store'));
+    const replicas = this.#slots.filter((s) => s.conn !== undefined && (s.state === 'healthy' || s.state === 'rebuilding'))
+      .map((s) => ({ id: s.id, controlAddress: s.conn!.hello.controlAddress, counts: s.state === 'healthy' }));
+    return this.#targetState.save(key, value, replicas);
   }
 
   /** Take a replica out of the quorum and the read set (e.g. found lagging at start). */
@@ -285,6 +320,8 @@ export class ReplicatedVolume implements BlockDevice {
     slot.reason = undefined;
     slot.generation++;
     slot.logger.info({ state }, 'replica state changed');
+    // A rebuild carries data only: the target state follows once the replica is back in the quorum.
+    if (state === 'healthy') void this.#targetState?.push({ id: slot.id, controlAddress: slot.conn.hello.controlAddress });
     this.#changed();
   }
 
@@ -295,7 +332,12 @@ export class ReplicatedVolume implements BlockDevice {
     const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     const deadline = Date.now() + this.#holdMs;
     this.#reads++;
-    await inPieces(blocks * this.blockSize, (at, n) => this.#readPiece(offset + at, n, into.subarray(at, at + n), deadline));
+    this.#readsInFlight++;
+    try {
+      await inPieces(blocks * this.blockSize, (at, n) => this.#readPiece(offset + at, n, into.subarray(at, at + n), deadline));
+    } finally {
+      this.#readsInFlight--;
+    }
   }
 
   async write(lba: bigint, data: Buffer, options?: BlockDeviceWriteOptions): Promise<void> {
@@ -305,10 +347,13 @@ export class ReplicatedVolume implements BlockDevice {
     const deadline = Date.now() + this.#holdMs;
     this.#writes++;
     // Our own copy: stragglers still send it after the caller got its buffer back.
-    const copy = Buffer.from(data);
+    const copy = allocIoBuffer(data.length);
+    data.copy(copy);
     await inPieces(copy.length, (at, n) => {
       const piece = copy.subarray(at, at + n);
-      return this.#mutate(deadline, (c, ioSeq) => c.write(offset + at, piece, { epoch: this.#epoch, ioSeq, fua }));
+      // One CRC32C for every replica's frame (the copy never changes).
+      const payloadCrc = crc32c(piece);
+      return this.#mutate(deadline, (c, ioSeq) => c.write(offset + at, piece, { epoch: this.#epoch, ioSeq, fua, payloadCrc }));
     });
   }
 
@@ -349,6 +394,20 @@ export class ReplicatedVolume implements BlockDevice {
     return { blocks: Math.max(1, Math.floor(extent.length / this.blockSize)), mapped: extent.mapped };
   }
 
+
+  /**
+   * The volume grew to `capacityBytes` (its in-sync replicas were resized first); SCSI tells every
+   * initiator through CAPACITY DATA HAS CHANGED. Shrinking is refused.
+   */
+  grow(capacityBytes: number): void {
+    if (capacityBytes < this.#capacityBytes) throw new Error(`cannot shrink from ${this.#capacityBytes} to ${capacityBytes} bytes`);
+    if (capacityBytes % this.blockSize !== 0) throw new Error(`${capacityBytes} is not a multiple of the block size ${this.blockSize}`);
+    if (capacityBytes === this.#capacityBytes) return;
+    this.#capacityBytes = capacityBytes;
+    this.#blockCount = BigInt(capacityBytes / this.blockSize);
+    this.#logger.info({ capacityBytes }, 'volume grown');
+    for (const l of this.#listeners) l(this.#blockCount);
+  }
 
   onCapacityChange(listener: (newBlockCount: bigint) => void): () => void {
     this.#listeners.add(listener);
@@ -418,7 +477,7 @@ export class ReplicatedVolume implements BlockDevice {
           if (entry === undefined || entry.conn !== conn || entry.generation !== slot.generation) {
             const e = { conn, generation: slot.generation, ticket: { id: -1 }, ok: false };
             sent.set(slot, e);
-            this.#call(slot, (c, prior) => send(c, ioSeq, prior), { ticket: e.ticket, withPrior: kind === 'sync', expires: false }).then(
+            this.#call(slot, (c, prior) => send(c, ioSeq, prior), { ticket: e.ticket, withPrior: kind === 'sync', expires: false, kind }).then(
               () => { e.ok = true; poke(); },
               (err: unknown) => { this.#failed(slot, conn, err); poke(); },
             );
@@ -458,15 +517,16 @@ export class ReplicatedVolume implements BlockDevice {
   async #onAnyHealthy<T>(deadline: number, op: (c: ReplicaConnection) => Promise<T>,
     onError: (slot: Slot, conn: ReplicaConnection, err: unknown) => void): Promise<{ value: T; slot: Slot }> {
     const tried = new Set<Slot>();
-    let lastErr: unknown = new BlockDeviceError('EOFFLINE', 'no healthy replica');
+    // Created only when needed: an Error captures a stack trace, too costly for every read.
+    let lastErr: unknown;
     for (;;) {
       await this.#waitQuorum(deadline);
       const slot = this.#pickHealthy(tried);
-      if (slot === undefined) throw blockDeviceErrorFor(lastErr, this.blockSize);
+      if (slot === undefined) throw blockDeviceErrorFor(lastErr ?? new BlockDeviceError('EOFFLINE', 'no healthy replica'), this.blockSize);
       tried.add(slot);
       const conn = slot.conn!;
       try {
-        return { value: await this.#call(slot, op, { expires: true }), slot };
+        return { value: await this.#call(slot, op, { expires: true, kind: 'read' }), slot };
       } catch (err) {
         lastErr = err;
         onError(slot, conn, err);
@@ -483,7 +543,7 @@ export class ReplicatedVolume implements BlockDevice {
     let source: { readonly data: Buffer; readonly ioSeqs: Float64Array };
     try {
       // A chunk flagged for repair accepts only a write covering all of it: fetch whole chunks.
-      source = await this.#call(good, (c) => c.read(start, end - start, this.#epoch), { expires: true });
+      source = await this.#call(good, (c) => c.read(start, end - start, this.#epoch), { expires: true, kind: 'read' });
     } catch (err) {
       good.logger.warn({ err, offset: start, length: end - start }, 'read for repair failed');
       if (!isMediaError(err)) this.#failed(good, goodConn, err);
@@ -499,7 +559,7 @@ export class ReplicatedVolume implements BlockDevice {
         const piece = data.subarray(at - start, Math.min(end, at + chunk) - start);
         if (bad.conn !== badConn || bad.state !== 'healthy') return;
         // The good copy's io_seq: a newer write that reached the bad copy meanwhile is not undone.
-        writes.push(this.#call(bad, (c) => c.write(at, piece, { epoch: this.#epoch, ioSeq: seq }), { expires: true }));
+        writes.push(this.#call(bad, (c) => c.write(at, piece, { epoch: this.#epoch, ioSeq: seq }), { expires: true, kind: 'write' }));
       }
       const results = await Promise.allSettled(writes);
       for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -514,7 +574,7 @@ export class ReplicatedVolume implements BlockDevice {
   /** Send one request to a replica, tracked for the deadline sweep and the backlog limit. */
   #call<T>(
     slot: Slot, op: (c: ReplicaConnection, prior: readonly PendingCall[]) => Promise<T>,
-    options: { readonly expires: boolean; readonly ticket?: { id: number }; readonly withPrior?: boolean },
+    options: { readonly expires: boolean; readonly kind: CallKind; readonly ticket?: { id: number }; readonly withPrior?: boolean },
   ): Promise<T> {
     const conn = slot.conn;
     if (conn === undefined) return Promise.reject(new Abandoned('not connected'));
@@ -523,11 +583,15 @@ export class ReplicatedVolume implements BlockDevice {
       if (options.ticket !== undefined) options.ticket.id = id;
       // Only a flush looks at what is already in flight; everything else skips the copy.
       const prior = options.withPrior === true ? [...slot.pending.values()] : [];
-      slot.pending.set(id, { start: Date.now(), reject, lagging: false, expires: options.expires, settled: undefined });
+      slot.pending.set(id, { start: Date.now(), kind: options.kind, reject, lagging: false, expires: options.expires, settled: undefined });
       const settle = (): boolean => {
         const p = slot.pending.get(id);
         if (p === undefined) return false;
         if (p.lagging) slot.lagging--;
+        if (p.kind === 'read') {
+          const ms = Date.now() - p.start;
+          slot.readMs = slot.readMs === 0 ? Math.max(ms, 0.1) : slot.readMs * 0.8 + ms * 0.2;
+        }
         slot.pending.delete(id);
         if (p.settled !== undefined) for (const f of p.settled) f();
         return true;
@@ -640,15 +704,28 @@ export class ReplicatedVolume implements BlockDevice {
    */
   #pickHealthy(exclude: ReadonlySet<Slot>): Slot | undefined {
     const k = this.#slots.length;
+    let fastest = Number.POSITIVE_INFINITY;
+    for (const s of this.#slots) if (s.state === 'healthy' && s.conn !== undefined && s.readMs > 0 && s.readMs < fastest) fastest = s.readMs;
+    const slowAbove = Math.max(SLOW_READ_MIN_MS, fastest * SLOW_READ_FACTOR);
+    const probe = ++this.#readPicks % SLOW_READ_PROBE_EVERY === 0;
     let fallback = -1;
     for (let i = 0; i < k; i++) {
       const slot = this.#slots[(this.#roundRobin + i) % k]!;
       if (slot.state !== 'healthy' || slot.conn === undefined || exclude.has(slot)) continue;
-      if (slot.lagging > 0) {
+      if (slot.lagging > 0 || (slot.readMs > slowAbove && !probe)) {
         if (fallback < 0) fallback = i;
         continue;
       }
-      this.#roundRobin = (this.#roundRobin + i + 1) % k;
+      // Under load a burst of reads stays on one replica: they reach it in one write and wake one
+      // process, instead of every replica process per batch (CPU, not disks, bounds small reads).
+      const burst = this.#readsInFlight >= READ_BURST_MIN_DEPTH ? READ_BURST : 1;
+      if (i > 0) {
+        this.#roundRobin = (this.#roundRobin + i + (burst === 1 ? 1 : 0)) % k;
+        this.#burst = burst === 1 ? 0 : 1;
+      } else if (++this.#burst >= burst) {
+        this.#roundRobin = (this.#roundRobin + 1) % k;
+        this.#burst = 0;
+      }
       return slot;
     }
     if (fallback < 0) return undefined;

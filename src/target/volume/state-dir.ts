@@ -1,4 +1,5 @@
-// Small persistent key-value state kept beside a volume (persistent reservations with APTPL):
+// Small persistent key-value state in a local directory (a file-backed LUN's reservations, the
+// target's last epoch; a replicated volume keeps its SCSI state on the replicas instead):
 // one file per key in a directory, replaced atomically (write temp, fsync, rename, fsync dir).
 import { open, mkdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -12,7 +12,12 @@ export interface VolumeIdentity {
 
 const FILE = 'volume.json';
 
-export async function loadOrCreateIdentity(dataDir: string): Promise<VolumeIdentity> {
+/**
+ * The identity kept in `dataDir`, created on first use. `uuid` (lower case) is the one the operator
+ * assigned: a new data directory takes it, and one that already holds another volume is refused,
+ * since serving it under a different identity would mix two volumes' replicas.
+ */
+export async function loadOrCreateIdentity(dataDir: string, uuid?: string): Promise<VolumeIdentity> {
   await mkdir(dataDir, { recursive: true });
   const path = join(dataDir, FILE);
   try {
@@ -20,11 +25,14 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<VolumeIdent
     if (typeof parsed.uuid !== 'string' || !/^[0-9a-f-]{36}$/.test(parsed.uuid)) {
       throw new Error(`${path}: no valid "uuid" field`);
     }
+    if (uuid !== undefined && uuid !== parsed.uuid) {
+      throw new Error(`${path} holds volume ${parsed.uuid}, not the requested --volume-uuid ${uuid}; use another --data-dir`);
+    }
     return { uuid: parsed.uuid, createdAt: String(parsed.createdAt ?? '') };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const identity: VolumeIdentity = { uuid: randomUUID(), createdAt: new Date().toISOString() };
+  const identity: VolumeIdentity = { uuid: uuid ?? randomUUID(), createdAt: new Date().toISOString() };
   // Write-then-rename so a crash never leaves a half-written identity.
   const tmp = `${path}.tmp`;
   await writeFile(tmp, `${JSON.stringify(identity, null, 2)}\n`);

@@ -62,6 +62,8 @@ t.test('unary request/reply round trips', async (t) => {
   t.same(codecs.setEpochReply.decode(codecs.setEpochReply.encode({ epoch: 2 ** 53 - 1 })), { epoch: 2 ** 53 - 1 });
   t.same(codecs.resizeRequest.decode(codecs.resizeRequest.encode({ capacityBytes: 2 ** 41 })), { capacityBytes: 2 ** 41 });
   t.same(codecs.resizeReply.decode(codecs.resizeReply.encode({ capacityBytes: 4096 })), { capacityBytes: 4096 });
+  t.same(codecs.setRebuildRateRequest.decode(codecs.setRebuildRateRequest.encode({ rateBytesPerSec: 8 * 2 ** 20 })), { rateBytesPerSec: 8 * 2 ** 20 });
+  t.same(codecs.setRebuildRateRequest.decode(codecs.setRebuildRateRequest.encode({ rateBytesPerSec: 0 })), { rateBytesPerSec: 0 }, '0 = unlimited');
   const rebuild = { sinceIoSeq: 123, fromOffset: 2 ** 33, maxRunBytes: 1 << 20, volumeUuid: 'u' };
   t.same(codecs.rebuildRequest.decode(codecs.rebuildRequest.encode(rebuild)), rebuild);
 });

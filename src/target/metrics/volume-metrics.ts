@@ -1,0 +1,139 @@
+// Prometheus metrics of one volume, named as cStor's exporter names them (openebs_*, port 9500)
+// where a meaning exists, so existing cStor dashboards and alerts keep working. I/O counters and
+// latency histograms are fed by MeteredDevice; everything else is read from the volume when
+// Prometheus scrapes (collect callbacks), so the hot path pays only for a few increments.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { IoKind, IoObserver } from './metered-device.js';
+
+export type VolumePhase = 'healthy' | 'degraded' | 'offline';
+export type ReplicaMode = 'healthy' | 'degraded' | 'rebuilding' | 'offline';
+
+export interface ReplicaSample {
+  readonly replicaId: string;
+  readonly mode: ReplicaMode;
+  readonly inFlight: number;
+}
+
+export interface RebuildSample {
+  readonly replicaId: string;
+  readonly bytesDone: number;
+  readonly bytesTotal: number;
+}
+
+/** What a scrape reads from the running volume. Counters are totals since the target started. */
+export interface VolumeMetricsSource {
+  readonly volumeName: string;
+  sizeBytes(): number;
+  blockSize(): number;
+  phase(): VolumePhase;
+  replicas(): readonly ReplicaSample[];
+  rebuildsRunning(): readonly RebuildSample[];
+  counters(): {
+    readonly rebuildsCompleted: number;
+    readonly rebuildsFailed: number;
+    readonly rebuildBytes: number;
+    readonly replicaConnectionErrors: number;
+    readonly readRepairs: number;
+    readonly checksumMismatches: number;
+    readonly iscsiRejects: number;
+  };
+}
+
+/** cStor's encoding of openebs_volume_status. */
+const VOLUME_STATUS: Record<VolumePhase, number> = { offline: 1, degraded: 2, healthy: 3 };
+const REPLICA_MODES: readonly ReplicaMode[] = ['healthy', 'degraded', 'rebuilding', 'offline'];
+// 50 µs .. ~6.5 s: loopback replicas answer in tens of µs; a held I/O waits seconds.
+const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 6.5];
+
+export interface VolumeMetrics {
+  readonly registry: Registry;
+  readonly observer: IoObserver;
+}
+
+export function createVolumeMetrics(source: VolumeMetricsSource): VolumeMetrics {
+  const registry = new Registry();
+  const startedAt = Date.now();
+  const c = (name: string, help: string): Counter => new Counter({ name, help, registers: [registry] });
+  const reads = c('openebs_reads', 'Read I/Os on the volume');
+  const writes = c('openebs_writes', 'Write I/Os on the volume');
+  const readTime = c('openebs_read_time', 'Seconds spent in reads on the volume');
+  const writeTime = c('openebs_write_time', 'Seconds spent in writes on the volume');
+  const readBlocks = c('openebs_read_block_count', 'Blocks read from the volume');
+  const writeBlocks = c('openebs_write_block_count', 'Blocks written to the volume');
+  const readBytes = c('openebs_total_read_bytes', 'Bytes read from the volume');
+  const writeBytes = c('openebs_total_write_bytes', 'Bytes written to the volume');
+  const syncs = c('openebs_syncs', 'Cache flushes (SYNCHRONIZE CACHE) on the volume');
+  const failed = new Counter({ name: 'openebs_io_errors_total', help: 'I/Os that completed with an error', labelNames: ['op'], registers: [registry] });
+  const histogram = (op: string): Histogram => new Histogram({
+    name: `openebs_${op}_latency_seconds`, help: `${op} latency seen by the SCSI layer`, buckets: LATENCY_BUCKETS, registers: [registry],
+  });
+  const latency: Record<IoKind, Histogram> = { read: histogram('read'), write: histogram('write'), sync: histogram('sync'), unmap: histogram('unmap') };
+
+  const gauge = (name: string, help: string, collect: (g: Gauge) => void, labelNames: string[] = []): Gauge => new Gauge({
+    name, help, labelNames, registers: [registry], collect() { collect(this); },
+  });
+  gauge('openebs_size_of_volume', 'Size of the volume in bytes', (g) => g.set(source.sizeBytes()));
+  gauge('openebs_sector_size', 'Logical block size of the volume in bytes', (g) => g.set(source.blockSize()));
+  gauge('openebs_volume_status', 'Status of volume: (1, 2, 3, 4) = {Offline, Degraded, Healthy, Unknown}', (g) => g.set(VOLUME_STATUS[source.phase()]));
+  gauge('openebs_volume_uptime', 'Seconds since the volume started serving', (g) => {
+    g.set({ volName: source.volumeName, castype: 'cstor' }, (Date.now() - startedAt) / 1000);
+  }, ['volName', 'castype']);
+  const count = (mode: ReplicaMode): number => source.replicas().filter((r) => r.mode === mode).length;
+  gauge('openebs_healthy_replica_count', 'Replicas in sync (in the write quorum)', (g) => g.set(count('healthy')));
+  gauge('openebs_degraded_replica_count', 'Replicas connected but not in sync (degraded or rebuilding)', (g) => g.set(count('degraded') + count('rebuilding')));
+  gauge('openebs_total_replica_count', 'Replicas connected to the target', (g) => g.set(source.replicas().filter((r) => r.mode !== 'offline').length));
+  gauge('openebs_replica_mode', 'Replica mode (1 for the current one)', (g) => {
+    g.reset();
+    for (const r of source.replicas()) for (const mode of REPLICA_MODES) g.set({ replica: r.replicaId, mode }, r.mode === mode ? 1 : 0);
+  }, ['replica', 'mode']);
+  gauge('openebs_inflight_io_count', 'Requests sent to a replica and not yet answered', (g) => {
+    g.reset();
+    for (const r of source.replicas()) g.set({ replica: r.replicaId }, r.inFlight);
+  }, ['replica']);
+  gauge('openebs_rebuild_status', 'Rebuild running for the replica (1) or not (0)', (g) => {
+    g.reset();
+    const running = new Set(source.rebuildsRunning().map((r) => r.replicaId));
+    for (const r of source.replicas()) g.set({ replica: r.replicaId }, running.has(r.replicaId) ? 1 : 0);
+  }, ['replica']);
+  gauge('openebs_rebuild_done_bytes', 'Bytes copied so far by the running rebuild', (g) => {
+    g.reset();
+    for (const r of source.rebuildsRunning()) g.set({ replica: r.replicaId }, r.bytesDone);
+  }, ['replica']);
+  gauge('openebs_rebuild_total_bytes', 'Bytes the running rebuild has to copy', (g) => {
+    g.reset();
+    for (const r of source.rebuildsRunning()) g.set({ replica: r.replicaId }, r.bytesTotal);
+  }, ['replica']);
+  // Totals kept by the volume: exposed as gauges set at scrape time (cStor's exporter does the same).
+  gauge('openebs_rebuild_bytes', 'Bytes copied by finished rebuilds', (g) => g.set(source.counters().rebuildBytes));
+  gauge('openebs_rebuild_count', 'Rebuilds finished', (g) => g.set(source.counters().rebuildsCompleted));
+  gauge('openebs_total_failed_rebuild', 'Rebuilds that failed', (g) => g.set(source.counters().rebuildsFailed));
+  gauge('openebs_connection_error_total', 'Replica connections lost', (g) => g.set(source.counters().replicaConnectionErrors));
+  gauge('openebs_read_repairs_total', 'Reads served from another replica after an error, with the bad copy rewritten', (g) => g.set(source.counters().readRepairs));
+  gauge('openebs_checksum_mismatches_total', 'Blocks whose stored checksum did not match their data on a read', (g) => g.set(source.counters().checksumMismatches));
+  gauge('openebs_iscsi_rejects_total', 'iSCSI Reject PDUs sent for malformed or unsupported requests', (g) => g.set(source.counters().iscsiRejects));
+  collectDefaultMetrics({ register: registry, prefix: 'cstor_target_' });
+
+  const observer: IoObserver = {
+    observe(kind, blocks, bytes, seconds, error) {
+      latency[kind].observe(seconds);
+      if (error) {
+        failed.inc({ op: kind });
+        return;
+      }
+      if (kind === 'read') {
+        reads.inc();
+        readTime.inc(seconds);
+        readBlocks.inc(blocks);
+        readBytes.inc(bytes);
+      } else if (kind === 'write') {
+        writes.inc();
+        writeTime.inc(seconds);
+        writeBlocks.inc(blocks);
+        writeBytes.inc(bytes);
+      } else if (kind === 'sync') {
+        syncs.inc();
+      }
+    },
+  };
+  return { registry, observer };
+}
