@@ -32,7 +32,7 @@ export async function startOurTarget(o: OurTargetOptions): Promise<OurTarget> {
   const mainJs = fileURLToPath(new URL('../../src/target/main.js', import.meta.url));
   const lines: { at: number; line: string }[] = [];
   const waiters = new Set<() => void>();
-  const proc = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--replica-port', '127.0.0.1:0',
+  const proc = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--replica-port', '127.0.0.1:0', '--metrics-port', '127.0.0.1:0',
     '--data-dir', o.dataDir, '--size', String(o.sizeBytes), '--iqn', o.iqn, '--log-level', 'warn',
     '--replicas', String(o.replicas), ...(o.extraArgs ?? [])], o.deadlineMs, line => {
     lines.push({ at: performance.now(), line });

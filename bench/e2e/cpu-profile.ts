@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     process.env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${preload}`.trim();
     process.env['CPUPROF_DIR'] = profDir;
   }
-  const target = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--replica-port', '127.0.0.1:0', '--data-dir', dir,
+  const target = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--replica-port', '127.0.0.1:0', '--metrics-port', '127.0.0.1:0', '--data-dir', dir,
     '--size', `${sizeMiB}M`, '--iqn', IQN, '--log-level', 'warn', '--replicas', String(replicas)], 3_600_000, line => {
     const rp = /^replica (\S+) pid (\d+)/.exec(line);
     if (rp !== null) replicaPids.set(rp[1]!, Number(rp[2]));

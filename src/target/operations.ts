@@ -76,7 +76,8 @@ export class Operations {
       bound = await server.listen(port.host, port.port);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      throw Object.assign(new Error(`--metrics-port ${hostPort(port)}: ${e.code === 'EADDRINUSE' ? 'already in use' : e.message} (use another port or 'off')`), { code: e.code });
+      // The message names the flag; no errno code, so main does not blame --portal.
+      throw new Error(`--metrics-port ${hostPort(port)}: ${e.code === 'EADDRINUSE' ? 'already in use' : e.message} (use another port or 'off')`);
     }
     this.#metricsServer = server;
     this.#metricsAddress = hostPort(bound);

@@ -4,11 +4,13 @@
 // and replica ejection work, and sessions are listed.
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { killChild, requireTool, runCommand, type RunResult } from '../fixtures/exec.js';
-import { startTarget, type TargetProcess } from '../fixtures/target-process.js';
+import { startTarget, TARGET_MAIN, type TargetProcess } from '../fixtures/target-process.js';
 import { qemuIoSession } from '../fixtures/qemu-io-session.js';
+import { parseExposition } from '../fixtures/prometheus.js';
 import { parseEndpoints } from '../../src/protocol/management/endpoints.js';
 import type { VolumeStatus } from '../../src/protocol/management/management-codec.js';
 
@@ -42,14 +44,7 @@ function metricsUrl(target: TargetProcess): string {
 }
 
 async function scrape(target: TargetProcess): Promise<Map<string, number>> {
-  const text = await (await fetch(`${metricsUrl(target)}/metrics`)).text();
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
+  return parseExposition(await (await fetch(`${metricsUrl(target)}/metrics`)).text());
 }
 
 async function qemuIo(tt: Test, url: string, commands: string[]): Promise<RunResult> {
@@ -150,4 +145,22 @@ t.test('k=3: status, metrics after known I/O, watch a rebuild, resize, rate, eje
   const gone = await ctl(t, 'status', '--data-dir', target.dataDir);
   t.equal(gone.code, 1);
   t.match(gone.stderr, /no running volume found in/, 'the endpoints file is removed on stop');
+});
+
+t.test('a metrics port in use stops the start with a message naming the flag; a bad config names its field', async (t) => {
+  const blocker = createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => blocker.close());
+  const port = (blocker.address() as AddressInfo).port;
+  const dir = t.testdir();
+  const r = await runCommand(process.execPath, [TARGET_MAIN, '--data-dir', dir, '--portal', '127.0.0.1:0', '--replica-port', '127.0.0.1:0',
+    '--metrics-port', `127.0.0.1:${port}`], { timeoutMs: 60_000, t });
+  t.equal(r.code, 1);
+  t.match(r.stderr, new RegExp(`^cstor-target: cannot start: --metrics-port 127\\.0\\.0\\.1:${port}: already in use \\(use another port or 'off'\\)$`, 'm'));
+  t.notMatch(r.stderr, /--portal/, 'the portal is not blamed');
+
+  writeFileSync(join(dir, 'vol.yaml'), 'kind: CStorVolume\nspec:\n  consistencyFactor: 1\n');
+  const bad = await runCommand(process.execPath, [TARGET_MAIN, '--config', join(dir, 'vol.yaml')], { timeoutMs: 30_000, t });
+  t.equal(bad.code, 64);
+  t.match(bad.stderr, /vol\.yaml: spec\.consistencyFactor \(--write-quorum\): '1' must be from 2 \(a majority of 3\) to 3/);
 });

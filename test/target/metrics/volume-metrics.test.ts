@@ -7,17 +7,7 @@ import { MeteredDevice } from '../../../src/target/metrics/metered-device.js';
 import { createVolumeMetrics, type VolumeMetricsSource, type VolumePhase, type ReplicaSample } from '../../../src/target/metrics/volume-metrics.js';
 import { MetricsServer } from '../../../src/target/metrics/metrics-server.js';
 import { createRootLogger } from '../../../src/shared/logger.js';
-
-/** `name{labels} value` lines → value by series (labels as written). */
-function parseExposition(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
+import { parseExposition } from '../../fixtures/prometheus.js';
 
 t.test('openebs_* metrics after known I/O, and health endpoints', async (t) => {
   let phase: VolumePhase = 'degraded';
