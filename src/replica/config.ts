@@ -1,7 +1,7 @@
 // Command-line configuration of the replica process. Pure: main.ts prints and exits.
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import { parseHostPort, parseSize } from '../shared/cli-values.js';
+import { formatHostPort, parseHostPort, parseSize } from '../shared/cli-values.js';
 
 export interface ReplicaConfig {
   readonly device: string;
@@ -99,7 +99,7 @@ export function parseReplicaConfig(argv: readonly string[], env: NodeJS.ProcessE
       const a = parseHostPort(values.advertise, 0);
       if (typeof a === 'string') fail('advertise', a);
       if (a.port === 0 || a.host === '0.0.0.0' || a.host === '::') fail('advertise', `'${values.advertise}' must name a reachable host and a port`);
-      advertise = `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+      advertise = formatHostPort(a.host, a.port);
     }
     let format: ReplicaConfig['format'];
     if (values.format === true) {

@@ -20,6 +20,7 @@ import {
   type TargetStateMessage,
 } from '../protocol/replica/control-codec.js';
 import type { Logger } from '../shared/logger.js';
+import { formatHostPort } from '../shared/cli-values.js';
 import { StoreError, type ChunkRun } from './store-api.js';
 
 export interface ReplicaControlHandlers {
@@ -248,14 +249,13 @@ export async function startControlServer(options: ControlServerOptions): Promise
     status, setEpoch, resize, rebuild, rebuildEstimate, startRebuild, getTargetState, putTargetState, setRebuildRate,
   });
 
-  const bindHost = host.includes(':') ? `[${host}]` : host;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${bindHost}:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+    server.bindAsync(formatHostPort(host, options.port ?? 0), grpc.ServerCredentials.createInsecure(), (err, bound) => {
       if (err) reject(err);
       else resolve(bound);
     });
   });
-  const address = `${bindHost}:${port}`;
+  const address = formatHostPort(host, port);
   log.info({ address }, 'control server listening');
 
   let closing: Promise<void> | undefined;

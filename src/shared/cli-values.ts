@@ -30,6 +30,11 @@ export function parseHostPort(raw: string, defaultPort: number): { host: string;
   return { host, port: Number(portText) };
 }
 
+/** HOST:PORT as parseHostPort reads it back: an IPv6 address in brackets. */
+export function formatHostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 function isHostname(host: string): boolean {
   if (host.length > 253) return false;
   return host.split('.').every(label => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));

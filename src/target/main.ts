@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTargetConfig, type TargetConfig } from './config.js';
+import { formatHostPort } from '../shared/cli-values.js';
 import { createRootLogger, type Logger } from '../shared/logger.js';
 import { StateDir } from './volume/state-dir.js';
 import { ReplicaListener } from './volume/replica-listener.js';
@@ -187,7 +188,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     },
   });
   const replicaAddress = await listener.listen(config.replicaPort.host, config.replicaPort.port);
-  const replicaHostPort = `${replicaAddress.host.includes(':') ? `[${replicaAddress.host}]` : replicaAddress.host}:${replicaAddress.port}`;
+  const replicaHostPort = formatHostPort(replicaAddress.host, replicaAddress.port);
   // External replicas (a StatefulSet) need the port and the volume uuid to dial in; so do tests with port 0.
   logger.info({ address: replicaHostPort, volumeUuid: identity.uuid, external: config.externalReplicas, replicas: replicaIds },
     'replica port listening');
@@ -292,7 +293,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   counters.iscsiRejects = () => node.stats.rejectsSent;
   const portal = new Portal(node, logger.child({ component: 'portal' }));
   const address = await portal.listen(config.portal.host, config.portal.port);
-  const portalText = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  const portalText = formatHostPort(address.host, address.port);
   const poller = new ReplicaStatusPoller({
     addresses: () => {
       const out = new Map<string, string>();
@@ -374,7 +375,7 @@ async function main(): Promise<void> {
     target = await startTarget(config, logger, {
       onReplicaStart: (id, pid) => process.stdout.write(`replica ${id} pid ${pid}\n`),
       onRebuildComplete: (id, bytes, seconds) => process.stdout.write(`rebuild complete ${id} bytes=${bytes} seconds=${seconds.toFixed(1)}\n`),
-      onReplicaListening: (host, port) => process.stdout.write(`replicas listening ${host.includes(':') ? `[${host}]` : host}:${port}\n`),
+      onReplicaListening: (host, port) => process.stdout.write(`replicas listening ${formatHostPort(host, port)}\n`),
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
@@ -384,9 +385,9 @@ async function main(): Promise<void> {
     logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
-  const host = target.portal.host.includes(':') ? `[${target.portal.host}]` : target.portal.host;
-  process.stdout.write(`ready iqn=${target.iqn} portal=${host}:${target.portal.port}\n`);
-  logger.info({ iqn: target.iqn, portal: `${host}:${target.portal.port}`, sizeBytes: config.sizeBytes.toString(),
+  const portal = formatHostPort(target.portal.host, target.portal.port);
+  process.stdout.write(`ready iqn=${target.iqn} portal=${portal}\n`);
+  logger.info({ iqn: target.iqn, portal, sizeBytes: config.sizeBytes.toString(),
     blockSize: config.blockSize, dataDir: config.dataDir }, 'target ready');
 
   const shutdown = (signal: string): void => {

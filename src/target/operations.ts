@@ -12,10 +12,10 @@ import { ManagementServer } from './management/management-server.js';
 import { managementHandlers } from './management/management-handlers.js';
 import type { VolumeView } from './management/volume-view.js';
 import { ENDPOINTS_FILE, formatEndpoints } from '../protocol/management/endpoints.js';
+import { formatHostPort } from '../shared/cli-values.js';
 
-function hostPort(a: { host: string; port: number }): string {
-  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
-}
+const hostPort = (a: { host: string; port: number }): string => formatHostPort(a.host, a.port);
+
 
 /** Before the volume exists: offline, no replicas, nothing counted. */
 const UNASSEMBLED: Omit<VolumeMetricsSource, 'volumeName'> = {

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { resolve } from 'node:path';
+import { formatHostPort, parseHostPort } from '../../src/shared/cli-values.js';
 import {
   parseTargetConfig,
   loadTargetConfig,
@@ -347,4 +348,12 @@ t.test('--config: a CStorVolume YAML under env and command-line overrides', asyn
   t.match((() => { const x = load(['--config', 'vol.yaml', '--config', 'vol.yaml']); return !x.ok && x.error; })(), /given more than once/);
   const plain = load(['--size', '64M']);
   t.equal(plain.ok && plain.config.sizeBytes, 64n << 20n, 'no --config: the flags alone');
+});
+
+t.test('formatHostPort writes what parseHostPort reads', async t => {
+  t.equal(formatHostPort('127.0.0.1', 3260), '127.0.0.1:3260');
+  t.equal(formatHostPort('::1', 6060), '[::1]:6060', 'IPv6 in brackets');
+  for (const [host, port] of [['10.1.2.3', 7070], ['fe80::1', 0], ['vol1-target', 9500]] as const) {
+    t.same(parseHostPort(formatHostPort(host, port), 1), { host, port }, `${host} round trip`);
+  }
 });

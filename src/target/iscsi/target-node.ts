@@ -2,6 +2,7 @@
 // sessions (ISID + initiator name → session, TSIH allocation). Shared by every connection of a portal.
 
 import type { Logger } from '../../shared/logger.js';
+import { formatHostPort } from '../../shared/cli-values.js';
 import type { ScsiTarget } from '../scsi/types.js';
 import { validateTargetConfig, type TargetNegotiationConfig } from '../../protocol/iscsi/negotiation.js';
 import type { Session } from './session.js';
@@ -91,10 +92,9 @@ export class TargetNode {
   /** SendTargets answer: this node's name and the portal the initiator reached us on. */
   sendTargetsPairs(request: string, localAddress: string, localPort: number): Array<[string, string]> {
     if (request !== 'All' && request !== '' && request !== this.iqn) return [];
-    const host = localAddress.includes(':') ? `[${localAddress}]` : localAddress;
     return [
       ['TargetName', this.iqn],
-      ['TargetAddress', `${host}:${localPort},${this.options.portalGroupTag}`],
+      ['TargetAddress', `${formatHostPort(localAddress, localPort)},${this.options.portalGroupTag}`],
     ];
   }
 }

@@ -8,6 +8,7 @@ import {
   type MethodName,
 } from '../../protocol/management/management-codec.js';
 import type { Logger } from '../../shared/logger.js';
+import { formatHostPort } from '../../shared/cli-values.js';
 
 export class ManagementServer {
   readonly #server = new grpc.Server();
@@ -34,7 +35,7 @@ export class ManagementServer {
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const address = formatHostPort(host, port);
     return new Promise((resolve, reject) => {
       this.#server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, bound) => {
         if (err) reject(err);
