@@ -17,16 +17,26 @@ export interface RunSample {
   readonly mbps: number;
 }
 
-export async function qemuBench(qemuImg: string, url: string, w: QemuWorkload, count: number, timeoutMs: number): Promise<RunSample> {
-  const args = ['bench', '-f', 'raw', '-t', 'none', '-n', '-c', String(count), '-d', String(w.depth), '-s', String(w.bs),
+/** The `qemu-img bench` arguments for `count` requests of workload `w` on `url`. */
+export function qemuBenchArgs(url: string, w: QemuWorkload, count: number): string[] {
+  return ['bench', '-f', 'raw', '-t', 'none', '-n', '-c', String(count), '-d', String(w.depth), '-s', String(w.bs),
     '-S', String(w.step), ...(w.write ? ['-w', '--pattern=165'] : []), url];
-  const r = await run(qemuImg, args, timeoutMs);
-  const m = /Run completed in ([\d.]+) seconds/.exec(r.stdout);
-  if (r.code !== 0 || m === null) {
+}
+
+/** The I/O loop's seconds from qemu-img bench's output, undefined when it did not complete. */
+export function completedSeconds(stdout: string): number | undefined {
+  const m = /Run completed in ([\d.]+) seconds/.exec(stdout);
+  return m === null ? undefined : Number(m[1]);
+}
+
+export async function qemuBench(qemuImg: string, url: string, w: QemuWorkload, count: number, timeoutMs: number): Promise<RunSample> {
+  const r = await run(qemuImg, qemuBenchArgs(url, w, count), timeoutMs);
+  const completed = completedSeconds(r.stdout);
+  if (r.code !== 0 || completed === undefined) {
     const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exit ${r.code ?? r.signal}`;
     throw new Error(`qemu-img bench ${why}: ${(r.stderr + r.stdout).trim().slice(-400)}`);
   }
-  const seconds = Number(m[1]);
+  const seconds = completed;
   const iops = count / seconds;
   return { count, seconds, iops, mbps: (iops * w.bs) / 1e6 };
 }

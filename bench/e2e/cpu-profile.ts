@@ -8,13 +8,15 @@
 //        of each workload, through cpu-prof-preload.ts; they land in DIR as <pid>-<n>.cpuprofile)
 //        PROF_NO_PRECONDITION=1 (reads of never-written chunks skip the device: only for write runs)
 // Output: one line per run: IOPS, and CPU µs per operation for the target, the replicas (sum) and qemu-img.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, run, spawnTracked, which } from '../_util/proc.js';
+import { killAll, run, which } from '../_util/proc.js';
+import { completedSeconds, qemuBenchArgs, type QemuWorkload } from '../_util/qemu-bench.js';
+import { startOurTarget } from '../_util/our-target.js';
 
-interface Workload { readonly name: string; readonly bs: number; readonly depth: number; readonly write: boolean; readonly step: number }
+interface Workload extends QemuWorkload { readonly name: string }
 
 const STRIDE_4K = 16411 * 4096;
 const ALL: readonly Workload[] = [
@@ -53,48 +55,38 @@ async function toggleProfilers(pids: readonly number[]): Promise<void> {
 }
 
 async function qemuBench(qemuImg: string, url: string, w: Workload, count: number): Promise<{ seconds: number; cpuUs: number }> {
-  const args = ['bench', '-f', 'raw', '-t', 'none', '-n', '-c', String(count), '-d', String(w.depth), '-s', String(w.bs),
-    '-S', String(w.step), ...(w.write ? ['-w', '--pattern=165'] : []), url];
   // qemu-img's own CPU time: /proc of a short-lived child is racy, so bash reports it (`times`).
-  const r = await run('bash', ['-c', `"$@" >/tmp/.qb.$$ 2>&1; rc=$?; cat /tmp/.qb.$$; rm -f /tmp/.qb.$$; times; exit $rc`, 'qb', qemuImg, ...args], 300_000);
-  const m = /Run completed in ([\d.]+) seconds/.exec(r.stdout);
-  if (r.code !== 0 || m === null) throw new Error(`qemu-img bench failed: ${(r.stderr + r.stdout).slice(-400)}`);
+  const r = await run('bash', ['-c', `"$@" >/tmp/.qb.$$ 2>&1; rc=$?; cat /tmp/.qb.$$; rm -f /tmp/.qb.$$; times; exit $rc`, 'qb', qemuImg,
+    ...qemuBenchArgs(url, w, count)], 300_000);
+  const completed = completedSeconds(r.stdout);
+  if (r.code !== 0 || completed === undefined) throw new Error(`qemu-img bench failed: ${(r.stderr + r.stdout).slice(-400)}`);
   // `times` prints the shell's then its children's user/sys: take the second line.
   const lines = r.stdout.trim().split('\n');
   const t = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s/.exec(lines[lines.length - 1] ?? '');
   const cpuUs = t === null ? NaN : ((Number(t[1]) * 60 + Number(t[2])) + (Number(t[3]) * 60 + Number(t[4]))) * 1e6;
-  return { seconds: Number(m[1]), cpuUs };
+  return { seconds: completed, cpuUs };
 }
 
 async function main(): Promise<void> {
   const qemuImg = which('qemu-img');
   if (qemuImg === undefined) throw new Error('qemu-img not found');
   const dir = await mkdtemp(join(tmpdir(), 'cpu-profile-'));
-  const replicaPids = new Map<string, number>();
-  let resolveReady: (line: string) => void = () => undefined;
-  const ready = new Promise<string>(r => { resolveReady = r; });
-  const mainJs = fileURLToPath(new URL('../../src/target/main.js', import.meta.url));
   if (profDir !== undefined) {
     // --cpu-prof is refused in NODE_OPTIONS; a preload that drives the inspector is inherited by the replicas.
     const preload = fileURLToPath(new URL('./cpu-prof-preload.js', import.meta.url));
     process.env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${preload}`.trim();
     process.env['CPUPROF_DIR'] = profDir;
+    // The preload writes into it and cannot report a missing directory.
+    await mkdir(profDir, { recursive: true });
   }
-  const target = spawnTracked(process.execPath, [mainJs, '--portal', '127.0.0.1:0', '--replica-port', '127.0.0.1:0', '--metrics-port', '127.0.0.1:0', '--data-dir', dir,
-    '--size', `${sizeMiB}M`, '--iqn', IQN, '--log-level', 'warn', '--replicas', String(replicas)], 3_600_000, line => {
-    const rp = /^replica (\S+) pid (\d+)/.exec(line);
-    if (rp !== null) replicaPids.set(rp[1]!, Number(rp[2]));
-    if (line.startsWith('ready ')) resolveReady(line);
-  });
+  const ours = startOurTarget({ dataDir: dir, sizeBytes: sizeMiB * 2 ** 20, iqn: IQN, replicas, deadlineMs: 3_600_000 });
+  // The children took the environment at spawn; this process needs neither variable.
   delete process.env['NODE_OPTIONS'];
   delete process.env['CPUPROF_DIR'];
+  const ourTarget = await ours;
+  const { proc: target, url } = ourTarget;
+  const replicaIds = Array.from({ length: replicas }, (_, i) => `r${i + 1}`);
   try {
-    let readyTimer: NodeJS.Timeout | undefined;
-    const line = await Promise.race([ready, new Promise<string>((_, rej) => {
-      readyTimer = setTimeout(() => rej(new Error(`not ready: ${target.log()}`)), 30_000);
-    })]).finally(() => clearTimeout(readyTimer));
-    const port = /portal=127\.0\.0\.1:(\d+)/.exec(line)![1];
-    const url = `iscsi://127.0.0.1:${port}/${IQN}/0`;
     if (process.env['PROF_NO_PRECONDITION'] !== '1') {
       process.stderr.write(`preconditioning ${sizeMiB} MiB\n`);
       await qemuBench(qemuImg, url, { name: 'pre', bs: 1 << 20, depth: 8, write: true, step: 1 << 20 }, sizeMiB);
@@ -104,7 +96,7 @@ async function main(): Promise<void> {
       const cal = await qemuBench(qemuImg, url, w, w.bs >= 1 << 20 ? 200 : 3000);
       const count = Math.max(100, Math.round((w.bs >= 1 << 20 ? 200 : 3000) / cal.seconds * seconds));
       for (let rep = 0; rep < reps; rep++) {
-        const pids = [...replicaPids.values()];
+        const pids = replicaIds.flatMap((id) => ourTarget.replicaPids(id).slice(-1));
         const t0 = await cpuTicks(target.pid);
         const r0 = await Promise.all(pids.map(cpuTicks));
         const profiled = profDir !== undefined && rep === 0;
