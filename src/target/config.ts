@@ -378,7 +378,7 @@ function noFiles(path: string): string {
 }
 
 /** The volume name replicas record: the part of the IQN after the last ':' (cStor: the PV name). */
-export function volumeNameOf(iqn: string): string {
+function volumeNameOf(iqn: string): string {
   const name = iqn.slice(iqn.lastIndexOf(':') + 1);
   return name.length > 0 && Buffer.byteLength(name) <= 255 ? name : 'volume';
 }

@@ -368,22 +368,22 @@ export class ReplicatedVolume implements BlockDevice {
     }, 'sync');
   }
 
-  async unmap(lba: bigint, blocks: number): Promise<void> {
-    if (blocks === 0) return;
-    const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
-    const deadline = Date.now() + this.#holdMs;
-    this.#writes++;
-    await inPieces(blocks * this.blockSize, (at, n) =>
-      this.#mutate(deadline, (c, ioSeq) => c.unmap(offset + at, n, { epoch: this.#epoch, ioSeq })));
+  unmap(lba: bigint, blocks: number): Promise<void> {
+    return this.#mutateRange(lba, blocks, (c, offset, n, ioSeq) => c.unmap(offset, n, { epoch: this.#epoch, ioSeq }));
   }
 
-  async writeZeroes(lba: bigint, blocks: number): Promise<void> {
+  writeZeroes(lba: bigint, blocks: number): Promise<void> {
+    return this.#mutateRange(lba, blocks, (c, offset, n, ioSeq) => c.writeZeroes(offset, n, { epoch: this.#epoch, ioSeq }));
+  }
+
+  /** A data-less mutation of a block range (unmap, write zeroes), split like writes and sent at quorum. */
+  async #mutateRange(lba: bigint, blocks: number,
+    send: (c: ReplicaConnection, offset: number, length: number, ioSeq: number) => Promise<unknown>): Promise<void> {
     if (blocks === 0) return;
     const offset = requestOffset(lba, blocks, this.#blockCount, this.blockSize);
     const deadline = Date.now() + this.#holdMs;
     this.#writes++;
-    await inPieces(blocks * this.blockSize, (at, n) =>
-      this.#mutate(deadline, (c, ioSeq) => c.writeZeroes(offset + at, n, { epoch: this.#epoch, ioSeq })));
+    await inPieces(blocks * this.blockSize, (at, n) => this.#mutate(deadline, (c, ioSeq) => send(c, offset + at, n, ioSeq)));
   }
 
   async mapStatus(lba: bigint, maxBlocks: number): Promise<{ readonly blocks: number; readonly mapped: boolean }> {
