@@ -5,9 +5,14 @@
  * I/O engines that never block the event loop:
  *   - io_uring driven by raw syscalls, completions signalled on an eventfd
  *     that a uv_poll_t watches; each wakeup reaps every CQE in one batch.
- *     SQEs queued during a loop turn are submitted together by a uv_prepare_t
- *     just before the loop polls: one io_uring_enter (and one device kick)
- *     per turn instead of one per operation;
+ *     Each SQE is submitted as soon as it is queued, as fio does. Holding
+ *     them to the end of the loop turn saves io_uring_enter calls but turns
+ *     a queue depth of 32 into a convoy: the 32 requests reach the device
+ *     together, complete together and wait together while JS settles the
+ *     batch, and the device idles meanwhile (measured: 25-30% fewer IOPS at
+ *     4 KiB QD32, device latency up from ~370 to ~450 us). Only ops marked
+ *     background (copies nobody waits for) are held to the end of the turn,
+ *     by a uv_prepare_t that also retries submissions the kernel refused;
  *   - a dedicated pthread pool (pread/pwrite/...), completions handed back in
  *     batches through a uv_async_t.
  * Policy (pools, retries, what to do on errors) lives in TypeScript.
@@ -31,6 +36,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -80,6 +86,7 @@ typedef struct op {
   int64_t result;      /* bytes, or -errno */
   const char *syscall; /* which syscall failed, for the error */
   napi_deferred deferred;
+  uint64_t t_queued, t_submitted; /* CLOCK_MONOTONIC ns, for ioStats() */
 } op;
 
 /* Singly-linked FIFO. */
@@ -100,6 +107,12 @@ static op *q_pop(opq *q) {
   return o;
 }
 
+/* Where an op's time goes (ioStats()): queued in the process before io_uring_enter, in the
+ * kernel/device until its CQE is reaped, and how long settling takes. Cheap (vDSO clock), always on. */
+typedef struct {
+  uint64_t ops, enters, reaps, cqes, queue_ns, device_ns, settle_ns, enter_ns;
+} ring_stats;
+
 typedef struct uring {
   int fd, efd;
   unsigned sq_entries, cq_entries;
@@ -111,6 +124,8 @@ typedef struct uring {
   size_t sq_len, cq_len, sqes_len;
   unsigned submitted; /* SQEs handed to the kernel and not yet reaped */
   opq overflow;       /* ops waiting for a free slot */
+  opq background;     /* background ops, submitted by uring_prepare_cb */
+  ring_stats stats;
   uv_poll_t poll;
   uv_prepare_t prepare; /* submits the SQEs queued during this loop turn */
 } uring;
@@ -140,6 +155,14 @@ typedef struct engine {
 } engine;
 
 /* ---------- small helpers ---------- */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+
 
 static const char *errno_name(int e) {
   const char *n = strerrorname_np(e);
@@ -529,10 +552,20 @@ static void uring_prep(uring *r, op *o) {
 static int uring_flush(uring *r) {
   unsigned pending = *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
   while (pending > 0) {
+    unsigned head = *r->sq_head;
+    uint64_t te = now_ns();
     int n = sys_enter(r->fd, pending, 0, 0);
+    r->stats.enter_ns += now_ns() - te;
     if (n < 0) {
       if (errno == EINTR) continue;
       return -errno;
+    }
+    r->stats.enters++;
+    uint64_t t = now_ns();
+    for (unsigned i = 0; i < (unsigned)n; i++) {
+      op *o = (op *)(uintptr_t)r->sqes[r->sq_array[(head + i) & *r->sq_mask]].user_data;
+      o->t_submitted = t;
+      r->stats.queue_ns += t - o->t_queued;
     }
     pending -= (unsigned)n;
     if (n == 0) break;
@@ -540,23 +573,37 @@ static int uring_flush(uring *r) {
   return 0;
 }
 
-/* Queue o on the ring, or on the overflow list if the ring is full (the CQ
- * ring is never overrun because in-flight SQEs stay <= sq_entries). The SQE
- * reaches the kernel at the end of this loop turn (uring_prepare_cb), with
- * every other one queued meanwhile. */
-static void uring_submit(engine *en, op *o) {
+/* Queue o on the ring and submit it, or put it on the overflow list if the
+ * ring is full (the CQ ring is never overrun because in-flight SQEs stay
+ * <= sq_entries). A background op (nobody waits for it soon) waits for the
+ * end of the loop turn instead: the turn's latency-bound I/O reaches the
+ * device first, and the background ops go in one io_uring_enter. */
+static void uring_submit(engine *en, op *o, bool background) {
   uring *r = en->ring;
+  o->t_queued = now_ns();
+  r->stats.ops++;
   if (r->submitted >= r->sq_entries) {
     q_push(&r->overflow, o);
     return;
   }
+  if (background) {
+    q_push(&r->background, o);
+    return;
+  }
   uring_prep(r, o);
+  uring_flush(r); /* a refusal leaves the SQE queued for uring_prepare_cb */
 }
 
-/* Runs once per loop turn, right before the loop blocks in poll: nothing
- * queued this turn waits longer than the JS that queued it. */
+/* Runs once per loop turn, right before the loop blocks in poll: the turn's
+ * background ops go now, with any SQE the kernel refused to take earlier
+ * (EAGAIN/EBUSY while its queues were full). */
 static void uring_prepare_cb(uv_prepare_t *h) {
   uring *r = h->data;
+  while (r->background.head) {
+    op *o = q_pop(&r->background);
+    if (r->submitted >= r->sq_entries) q_push(&r->overflow, o);
+    else uring_prep(r, o);
+  }
   if (*r->sq_tail == __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE)) return;
   int rc = uring_flush(r);
   (void)rc; /* a failing io_uring_enter leaves SQEs queued: the next turn retries */
@@ -573,11 +620,15 @@ static void uring_reap(napi_env env, engine *en) {
     unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
     if (head == tail) break;
     op *batch = NULL, **last = &batch;
+    uint64_t t = now_ns();
+    r->stats.reaps++;
     while (head != tail) {
       struct io_uring_cqe *c = &r->cqes[head & *r->cq_mask];
       op *o = (op *)(uintptr_t)c->user_data;
       o->result = c->res;
       o->next = NULL;
+      r->stats.cqes++;
+      r->stats.device_ns += t - o->t_submitted;
       *last = o;
       last = &o->next;
       head++;
@@ -585,8 +636,10 @@ static void uring_reap(napi_env env, engine *en) {
     }
     __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
     /* Refill from the overflow list before settling, so JS sees free slots. */
-    /* Submitted with this turn's other SQEs by uring_prepare_cb. */
-    while (r->submitted < r->sq_entries && r->overflow.head) uring_prep(r, q_pop(&r->overflow));
+    if (r->overflow.head) {
+      while (r->submitted < r->sq_entries && r->overflow.head) uring_prep(r, q_pop(&r->overflow));
+      uring_flush(r);
+    }
     while (batch) {
       op *next = batch->next;
       settle_op(env, en, batch);
@@ -598,7 +651,10 @@ static void uring_reap(napi_env env, engine *en) {
 static void uring_poll_cb(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
-  run_batch(h->data, uring_reap);
+  engine *en = h->data;
+  uint64_t t = now_ns();
+  run_batch(en, uring_reap);
+  en->ring->stats.settle_ns += now_ns() - t;
 }
 
 /* ---------- env lifecycle ---------- */
@@ -814,8 +870,8 @@ static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
 
 /* Common entry: validates, builds the op, submits it. argv: handle, [bufs], offset, length */
 static napi_value start_op(napi_env env, napi_callback_info info, enum op_kind kind) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   const char *name = op_names[kind];
   bfile *f = argc >= 1 ? unwrap(env, argv[0]) : NULL;
@@ -901,7 +957,9 @@ static napi_value start_op(napi_env env, napi_callback_info info, enum op_kind k
   loop_ref(en, 1);
   /* discard/zeroes have no io_uring equivalent for every target: thread pool. */
   if (f->engine == ENGINE_URING && kind <= OP_FDATASYNC) {
-    uring_submit(en, o);
+    bool background = false;
+    if ((kind == OP_READ || kind == OP_WRITE) && argc >= 4) napi_get_value_bool(env, argv[3], &background);
+    uring_submit(en, o, background);
   } else {
     if (!en->pool && pool_start(en, DEFAULT_THREADS) < 0) {
       o->result = -EAGAIN;
@@ -1025,6 +1083,27 @@ static napi_value js_engine_info(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* ioStats(): this env's io_uring counters since its ring started (ring_stats); zeroes without a ring. */
+static napi_value js_io_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value obj, v;
+  engine *en = get_engine(env);
+  ring_stats zero = {0};
+  const ring_stats *st = en->ring ? &en->ring->stats : &zero;
+  NAPI_OK(napi_create_object(env, &obj));
+#define PUT(name, val) napi_create_double(env, (double)(val), &v); napi_set_named_property(env, obj, name, v)
+  PUT("ops", st->ops);
+  PUT("enters", st->enters);
+  PUT("reaps", st->reaps);
+  PUT("cqes", st->cqes);
+  PUT("queueNs", st->queue_ns);
+  PUT("deviceNs", st->device_ns);
+  PUT("settleNs", st->settle_ns);
+  PUT("enterNs", st->enter_ns);
+#undef PUT
+  return obj;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   engine *en = calloc(1, sizeof *en);
   if (!en) return NULL;
@@ -1047,6 +1126,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"writeZeroes", NULL, js_zeroes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineInfo", NULL, js_engine_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ioStats", NULL, js_io_stats, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

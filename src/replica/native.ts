@@ -24,6 +24,35 @@ export interface OpenOptions {
   readonly engine?: Engine;
 }
 
+/** Per-operation options. */
+export interface IoOptions {
+  /**
+   * Nobody waits for this I/O soon (a copy in place the journal already covers): with io_uring it
+   * is submitted at the end of the event-loop turn, after the turn's other I/O and together with
+   * every other background op, instead of at once. Latency-bound I/O must not set it.
+   */
+  readonly background?: boolean;
+}
+
+/** Cumulative io_uring counters of this thread since the addon loaded (see ioStats()). */
+export interface IoStats {
+  /** Operations queued on the ring. */
+  readonly ops: number;
+  /** io_uring_enter calls that submitted, and wakeups that reaped completions. */
+  readonly enters: number;
+  readonly reaps: number;
+  /** Completions reaped. */
+  readonly cqes: number;
+  /** Nanoseconds ops spent queued in the process before the kernel took them (summed). */
+  readonly queueNs: number;
+  /** Nanoseconds from submission until the completion was reaped (summed): device + kernel + waiting to be reaped. */
+  readonly deviceNs: number;
+  /** Nanoseconds the event loop spent settling completions (and running the JS they resumed). */
+  readonly settleNs: number;
+  /** Nanoseconds spent in submitting io_uring_enter calls. */
+  readonly enterNs: number;
+}
+
 /** Error thrown or rejected by the addon. */
 export interface BlockIoError extends Error {
   readonly code: string;
@@ -51,13 +80,14 @@ type Buffers = Uint8Array | readonly Uint8Array[];
 interface Addon {
   open(path: string, options: { write: boolean; direct: boolean; engine: Engine }): NativeHandle;
   allocAligned(size: number, alignment: number): Buffer;
-  read(handle: unknown, buffers: Buffers, offset: number): Promise<number>;
-  write(handle: unknown, buffers: Buffers, offset: number): Promise<number>;
+  read(handle: unknown, buffers: Buffers, offset: number, background?: boolean): Promise<number>;
+  write(handle: unknown, buffers: Buffers, offset: number, background?: boolean): Promise<number>;
   fdatasync(handle: unknown): Promise<number>;
   discard(handle: unknown, offset: number, length: number): Promise<number>;
   writeZeroes(handle: unknown, offset: number, length: number): Promise<number>;
   close(handle: unknown): Promise<void>;
   engineInfo(): { ioUring: boolean; ioUringError?: string; threads: number };
+  ioStats(): IoStats;
 }
 
 let addon: Addon | undefined;
@@ -107,6 +137,11 @@ export function loadAddon(): Addon {
 /** Which engines work in this process (and why io_uring does not, if it does not). */
 export function engineInfo(): { ioUring: boolean; ioUringError?: string; threads: number } {
   return loadAddon().engineInfo();
+}
+
+/** Where this thread's io_uring time goes: queued in the process, in the kernel/device, settling. */
+export function ioStats(): IoStats {
+  return loadAddon().ioStats();
 }
 
 /** A zero-filled Buffer whose memory is aligned for O_DIRECT (freed when collected). */
@@ -173,15 +208,15 @@ export class BlockFile {
   }
 
   /** Reads into `buffers` (one, or several as a readv) at `offset`; resolves to bytes read (short at EOF). */
-  read(buffers: Buffers, offset: number): Promise<number> {
+  read(buffers: Buffers, offset: number, options?: IoOptions): Promise<number> {
     if (this.#closed) return Promise.reject(closedError('read'));
-    return this.#track(this.#native.read(this.#handle, buffers, offset));
+    return this.#track(this.#native.read(this.#handle, buffers, offset, options?.background === true));
   }
 
   /** Writes all of `buffers` at `offset`; a short write rejects with EIO. */
-  async write(buffers: Buffers, offset: number): Promise<number> {
+  async write(buffers: Buffers, offset: number, options?: IoOptions): Promise<number> {
     if (this.#closed) throw closedError('write');
-    const n = await this.#track(this.#native.write(this.#handle, buffers, offset));
+    const n = await this.#track(this.#native.write(this.#handle, buffers, offset, options?.background === true));
     const want = buffers instanceof Uint8Array ? buffers.byteLength : buffers.reduce((s, b) => s + b.byteLength, 0);
     if (n !== want) {
       const err = new Error(`write: short write of ${n} of ${want} bytes at offset ${offset}`) as Error &

@@ -912,7 +912,9 @@ export class ReplicaStore implements ReplicaStoreApi {
       while (j < plan.length && plan[j]!.chunk === plan[j - 1]!.chunk + 1) j++;
       const views = ticket.dataViews.slice(v, v + (j - i));
       v += j - i;
-      ops.push(this.#file.write(views.length === 1 ? views[0]! : views, dataOffset + plan[i]!.chunk * chunk));
+      // Background: nobody waits for this copy, so it goes to the device after the loop turn's
+      // foreground I/O (the journal writes that acknowledge clients), in one submission.
+      ops.push(this.#file.write(views.length === 1 ? views[0]! : views, dataOffset + plan[i]!.chunk * chunk, { background: true }));
       i = j;
     }
     const done = ops.length === 1 ? ops[0]! : settleAll(ops);

@@ -4,7 +4,7 @@ import { writeFileSync, existsSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { BlockFile, allocAligned, engineInfo, type Engine } from '../../src/replica/native.js';
+import { BlockFile, allocAligned, engineInfo, ioStats, type Engine } from '../../src/replica/native.js';
 
 // A real gc() without restarting node with --expose-gc.
 setFlagsFromString('--expose-gc');
@@ -108,8 +108,8 @@ for (const engine of engines) {
   });
 
   t.test(`${engine}: I/O started from every event-loop phase settles; an idle process exits`, async (t) => {
-    // io_uring submissions are batched per loop turn (check/prepare handles):
-    // whatever phase queues an op, it must reach the kernel without help.
+    // io_uring ops are submitted at once, background ones at the end of the loop turn (a prepare
+    // handle): whatever phase queues an op, it must reach the kernel without help.
     const f = await BlockFile.open(fixture(t), { write: true, engine });
     const buf = (): Buffer => allocAligned(4096, 4096);
     const via = <T>(schedule: (fn: () => void) => void, start: () => Promise<T>): Promise<T> =>
@@ -119,15 +119,18 @@ for (const engine of engines) {
       via((fn) => setImmediate(fn), () => f.write(pattern(4096, 2), 4096)),
       via((fn) => process.nextTick(fn), () => f.write(pattern(4096, 3), 8192)),
       via((fn) => queueMicrotask(fn), () => f.read(buf(), 12288)),
+      via((fn) => setImmediate(fn), () => f.write(pattern(4096, 4), 16384, { background: true })),
+      via((fn) => setTimeout(fn, 1), () => f.read(buf(), 16384, { background: true })),
       // Chains: each op issued from the previous one's settlement.
       (async () => { let n = 0; for (let i = 0; i < 50; i++) n += await f.read(buf(), i * 4096); return n; })(),
     ]);
-    t.same(got, [4096, 4096, 4096, 4096, 50 * 4096]);
+    t.same(got, [4096, 4096, 4096, 4096, 4096, 4096, 50 * 4096]);
     // After I/O, with nothing pending, the loop must not be held open.
     const script = `import { BlockFile, allocAligned } from ${JSON.stringify(new URL('../../src/replica/native.ts', import.meta.url).href)};
 const f = await BlockFile.open(process.argv[1], { write: true, engine: ${JSON.stringify(engine)} });
-await Promise.all(Array.from({ length: 40 }, (_, i) => f.write(allocAligned(4096, 4096), i * 4096)));
+await Promise.all(Array.from({ length: 40 }, (_, i) => f.write(allocAligned(4096, 4096), i * 4096, { background: i % 2 === 0 })));
 await f.read(allocAligned(4096, 4096), 0);
+await f.write(allocAligned(4096, 4096), 0, { background: true });
 console.log('done');`;
     const out = execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', script, fixture(t)], {
       timeout: 20_000, encoding: 'utf8',
@@ -155,6 +158,32 @@ console.log('done');`;
     await t.rejects(f.flush(), { code: 'EBADF' });
     await t.rejects(f.discard(0, 4096), { code: 'EBADF' });
     t.equal(f.close(), closed, 'close is idempotent');
+  });
+
+  t.test(`${engine}: background writes land, close waits for them; ioStats counts io_uring ops`, async (t) => {
+    const f = await BlockFile.open(fixture(t), { write: true, engine });
+    const before = ioStats();
+    // Background and foreground ops interleaved in one turn, then close right away.
+    const writes = Array.from({ length: 64 }, (_, i) => f.write(pattern(4096, 100 + i), i * 4096, { background: i % 3 !== 0 }));
+    const closed = f.close();
+    t.same(await Promise.all(writes), Array.from({ length: 64 }, () => 4096));
+    await closed;
+    const g = await BlockFile.open(f.path, { engine });
+    for (let i = 0; i < 64; i++) {
+      const b = allocAligned(4096, 4096);
+      await g.read(b, i * 4096);
+      if (!b.equals(pattern(4096, 100 + i))) t.fail(`block ${i} did not land`);
+    }
+    const after = ioStats();
+    if (f.engine === 'io_uring') {
+      t.equal(after.ops - before.ops, 128, 'one ring op per write and per read');
+      t.equal(after.cqes - before.cqes, 128, 'every op reaped');
+      t.ok(after.enters > before.enters && after.reaps > before.reaps);
+      t.ok(after.deviceNs > before.deviceNs && after.queueNs >= before.queueNs && after.settleNs > before.settleNs);
+    } else {
+      t.equal(after.ops, before.ops, 'the thread pool does not touch the ring counters');
+    }
+    await g.close();
   });
 
   t.test(`${engine}: buffers survive GC while in flight`, async (t) => {
