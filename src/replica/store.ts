@@ -97,6 +97,30 @@ const IO_PIECE = 8 << 20;
 const DEFAULT_DATA_JOURNAL_MAX = 64 << 10;
 
 /** Like Promise.all, but settles only when every promise has: buffers in use by the kernel are never released early. */
+/** A read's result: its data lives in a pooled buffer until release(). */
+class PooledRead implements StoreReadResult {
+  readonly data: Buffer;
+  readonly ioSeqs: Float64Array;
+  readonly dataCrc?: number;
+  #pool: AlignedPool | undefined;
+  readonly #buf: Buffer;
+
+  constructor(pool: AlignedPool, buf: Buffer, data: Buffer, ioSeqs: Float64Array, dataCrc: number | undefined) {
+    this.#pool = pool;
+    this.#buf = buf;
+    this.data = data;
+    this.ioSeqs = ioSeqs;
+    if (dataCrc !== undefined) this.dataCrc = dataCrc;
+  }
+
+  release(): void {
+    const pool = this.#pool;
+    if (pool === undefined) return;
+    this.#pool = undefined;
+    pool.release(this.#buf);
+  }
+}
+
 async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
   const results = await Promise.allSettled(promises);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -310,6 +334,8 @@ export class ReplicaStore implements ReplicaStoreApi {
   readonly #zeroCrc: number;
   readonly #ownBuffers = new WeakSet<Buffer>();
   readonly #dataJournalMax: number;
+  /** Where chunk 0's data starts on the device (fixed by the layout). */
+  readonly #dataOffset: number;
   #sb: Superblock;
   #highestIoSeq: number;
   #info: StoreInfo;
@@ -340,6 +366,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     this.#pool = args.pool;
     this.#log = args.log;
     this.#sb = args.sb;
+    this.#dataOffset = Number(args.sb.dataOffset);
     this.#table = args.table;
     this.#chunk = args.sb.metadataChunkSize;
     this.#chunkShift = Math.log2(this.#chunk);
@@ -616,7 +643,7 @@ export class ReplicaStore implements ReplicaStoreApi {
   async #readChunks(first: number, count: number, buf: Buffer, ioSeqs: Float64Array | undefined): Promise<void> {
     const chunk = this.#chunk;
     const { flags, ioSeq, crc } = this.#table;
-    const dataOffset = Number(this.#sb.dataOffset);
+    const dataOffset = this.#dataOffset;
     const reads: Promise<void>[] = [];
     let runStart = -1;
     const flushRun = (end: number): void => {
@@ -654,14 +681,43 @@ export class ReplicaStore implements ReplicaStoreApi {
     for (let c = first; c < first + count; c++) {
       if ((flags[c]! & NO_DATA_FLAGS) !== 0 || ioSeq[c]! === 0) continue;
       const at = (c - first) * chunk;
-      if (crc32c(buf.subarray(at, at + chunk)) !== crc[c]) {
-        this.#stats.checksumMismatches++;
-        this.#stats.chunksNeedingRepair++;
-        this.#table.set(c, ioSeq[c]!, crc[c]!, flags[c]! | ChunkFlag.NeedsRepair);
-        this.#log?.error({ chunk: c, offset: c * chunk, ioSeq: ioSeq[c] }, 'chunk data does not match its checksum; flagged as needing repair');
-        throw new StoreError(StoreErrorCode.Medium, `checksum mismatch in the chunk at offset ${c * chunk}`, c * chunk);
-      }
+      if (crc32c(buf.subarray(at, at + chunk)) !== crc[c]) this.#checksumMismatch(c);
     }
+  }
+
+  /** #readChunks for one chunk; resolves to the chunk's (verified) CRC32C. */
+  async #readOneChunk(c: number, buf: Buffer, ioSeqs: Float64Array): Promise<number> {
+    const { flags, ioSeq, crc } = this.#table;
+    const f = flags[c]!;
+    const seq = ioSeq[c]!;
+    if ((f & ChunkFlag.NeedsRepair) !== 0) {
+      throw new StoreError(StoreErrorCode.Medium, `chunk at offset ${c * this.#chunk} needs repair (its data was torn or failed its checksum)`, c * this.#chunk);
+    }
+    ioSeqs[0] = seq;
+    if ((f & NO_DATA_FLAGS) !== 0 || seq === 0) {
+      buf.fill(0);
+      return this.#zeroCrc;
+    }
+    let got: number;
+    try {
+      got = await this.#file.read(buf, this.#dataOffset + c * this.#chunk);
+    } catch (err) {
+      throw storeErrorFromIo(err, 'read');
+    }
+    if (got < buf.length) buf.fill(0, got);
+    const want = crc[c]!;
+    if (crc32c(buf) !== want) this.#checksumMismatch(c);
+    return want;
+  }
+
+  /** A chunk's data did not match its checksum: flag it, count it, and refuse the read. */
+  #checksumMismatch(c: number): never {
+    const { flags, ioSeq, crc } = this.#table;
+    this.#stats.checksumMismatches++;
+    this.#stats.chunksNeedingRepair++;
+    this.#table.set(c, ioSeq[c]!, crc[c]!, flags[c]! | ChunkFlag.NeedsRepair);
+    this.#log?.error({ chunk: c, offset: c * this.#chunk, ioSeq: ioSeq[c] }, 'chunk data does not match its checksum; flagged as needing repair');
+    throw new StoreError(StoreErrorCode.Medium, `checksum mismatch in the chunk at offset ${c * this.#chunk}`, c * this.#chunk);
   }
 
   /**
@@ -692,21 +748,14 @@ export class ReplicaStore implements ReplicaStoreApi {
     const buf = this.#pool.acquire(count << shift);
     try {
       const ioSeqs = new Float64Array(count);
-      await this.#readChunks(first, count, buf, ioSeqs);
+      // One chunk (the common 4 KiB read) skips the run bookkeeping of #readChunks.
+      const crc = count === 1 ? await this.#readOneChunk(first, buf, ioSeqs) : (await this.#readChunks(first, count, buf, ioSeqs), undefined);
       this.#stats.reads++;
       this.#stats.readBytes += length;
       const at = offset - first * this.#chunk;
-      let released = false;
-      return {
-        data: buf.subarray(at, at + length),
-        ioSeqs,
-        ...(at === 0 && length === count << shift ? { dataCrc: this.#verifiedRunCrc(first, count) } : {}),
-        release: () => {
-          if (released) return;
-          released = true;
-          this.#pool.release(buf);
-        },
-      };
+      const whole = at === 0 && length === count << shift;
+      return new PooledRead(this.#pool, buf, buf.subarray(at, at + length), ioSeqs,
+        whole ? crc ?? this.#verifiedRunCrc(first, count) : undefined);
     } catch (err) {
       this.#pool.release(buf);
       throw err;
@@ -830,7 +879,7 @@ export class ReplicaStore implements ReplicaStoreApi {
       }
 
       // Data in place: one device write per run of consecutive data chunks; discard deallocated runs.
-      const dataOffset = Number(this.#sb.dataOffset);
+      const dataOffset = this.#dataOffset;
       const ops: Promise<unknown>[] = [];
       for (let i = 0; i < plan.length;) {
         let j = i + 1;
@@ -903,7 +952,7 @@ export class ReplicaStore implements ReplicaStoreApi {
   /** Background half of a data-journaled write: copy the journaled data into place, then release. */
   #writeInPlaceFromJournal(plan: readonly ChunkPlan[], ticket: JournalTicket, unlock: () => void, ioSeq: number): void {
     const chunk = this.#chunk;
-    const dataOffset = Number(this.#sb.dataOffset);
+    const dataOffset = this.#dataOffset;
     const ops: Promise<unknown>[] = [];
     let v = 0;
     for (let i = 0; i < plan.length;) {
