@@ -3,7 +3,7 @@
 // loopback TCP → DataResponder over the real store in a child process).
 //
 //   npm run bench:store
-//     BENCH_SECONDS=5  per measured run          BENCH_REPS=3  repetitions (median reported)
+//     BENCH_SECONDS=3  per measured run          BENCH_REPS=5  repetitions (median reported)
 //     BENCH_DIR=<tmpdir>  where the two 1 GiB files go (same filesystem as the repo by default)
 //     BENCH_ONLY=<substring>  only workloads whose name contains it (e.g. "randwrite QD32")
 //     BENCH_FIO=0  skip fio     BENCH_FRAMING=0  skip the framing part     BENCH_KEEP=1  keep the files
@@ -17,7 +17,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { engineInfo } from '../../src/replica/native.js';
+import { engineInfo, ioStats } from '../../src/replica/native.js';
 import { ReplicaStore, formatStore } from '../../src/replica/store.js';
 import type { StoreInfo } from '../../src/replica/store-api.js';
 import { DataResponder } from '../../src/replica/data-responder.js';
@@ -30,8 +30,10 @@ import { summarize } from '../_util/stats.js';
 import { BLOCK_WORKLOADS, percentile, preconditionFile, runFio, type Workload } from '../_util/block-workloads.js';
 
 const CAPACITY = 1 << 30;
-const SECONDS = Number(process.env['BENCH_SECONDS'] ?? '5');
-const REPS = Math.max(1, Math.floor(Number(process.env['BENCH_REPS'] ?? '3')));
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? '3');
+// The device here swings by ±25% from one second to the next, so each store run sits next to a fio
+// run and the ratio is taken per pair (median of the pairs), besides the ratio of the medians.
+const REPS = Math.max(1, Math.floor(Number(process.env['BENCH_REPS'] ?? '5')));
 const ONLY = process.env['BENCH_ONLY'];
 const WITH_FIO = process.env['BENCH_FIO'] !== '0';
 const WITH_FRAMING = process.env['BENCH_FRAMING'] !== '0';
@@ -67,6 +69,8 @@ interface Sample {
   readonly cpuUsPerOp: number;
   /** Store writes only: 4 KiB journal blocks written per write (group commit makes it < 1 at depth). */
   readonly journalBlocksPerOp?: number;
+  /** Store only: mean µs from io_uring submission to reaping the completion (the addon's ioStats). */
+  readonly deviceUs?: number;
 }
 
 /** The median over repetitions (each field separately) plus the raw IOPS of every repetition. */
@@ -74,15 +78,21 @@ interface Result extends Sample {
   readonly workload: string;
   readonly engine: string;
   readonly runs: readonly number[];
+  /** Store rows: median over the repetitions of this run's IOPS / the adjacent fio run's. */
+  readonly pairedRatio?: number;
 }
 
 function median(values: readonly number[]): number {
   return summarize(values)?.median ?? 0;
 }
 
-function combine(workload: string, engine: string, samples: readonly Sample[]): Result {
+/** `pairs`: each repetition's store IOPS / the IOPS of the fio run next to it. */
+function combine(workload: string, engine: string, samples: readonly Sample[], pairs: readonly number[] = []): Result {
+  const deviceUs = samples.flatMap(s => s.deviceUs === undefined ? [] : [s.deviceUs]);
   return {
     workload, engine,
+    ...(pairs.length > 0 ? { pairedRatio: median(pairs) } : {}),
+    ...(deviceUs.length > 0 ? { deviceUs: median(deviceUs) } : {}),
     iops: median(samples.map(s => s.iops)), mbps: median(samples.map(s => s.mbps)),
     p50us: median(samples.map(s => s.p50us)), p99us: median(samples.map(s => s.p99us)),
     cpuUsPerOp: median(samples.map(s => s.cpuUsPerOp)),
@@ -173,7 +183,11 @@ async function runStore(store: ReplicaStore, w: Workload, seqs: SeqCounter, seed
       }
     };
   const journal0 = store.journalStats().blocksWritten;
-  const sample = await closedLoop(w.qd, w.bs, op);
+  const io0 = ioStats();
+  const run = await closedLoop(w.qd, w.bs, op);
+  const io1 = ioStats();
+  const cqes = io1.cqes - io0.cqes;
+  const sample: Sample = cqes > 0 ? { ...run, deviceUs: (io1.deviceNs - io0.deviceNs) / cqes / 1000 } : run;
   const ops = sample.iops * SECONDS;
   const journalBlocks = store.journalStats().blocksWritten - journal0;
   // Checkpoints the journal asked for during the run were paid inside it; the idle one the timer
@@ -348,28 +362,38 @@ async function main(): Promise<void> {
         storeInfo = store.info;
         const ours = new Map<string, Sample[]>();
         const theirs = new Map<string, Sample[]>();
+        const paired = new Map<string, number[]>();
         for (let rep = 0; rep < REPS; rep++) {
           for (const w of selected) {
             // Alternate who goes first so drift (device cache, thermal) does not favour one side.
             const sides = rep % 2 === 0 ? ['store', 'fio'] as const : ['fio', 'store'] as const;
+            let mine: Sample | undefined;
+            let fios: Sample | undefined;
             for (const side of sides) {
               if (side === 'store') {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: store`);
                 const s = await runStore(store, w, seqs, 0x1234567 + rep * 7919);
                 ours.set(w.name, [...(ours.get(w.name) ?? []), s]);
+                mine = s;
               } else if (fio !== undefined) {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: fio`);
                 const s = await runFio(fio, rawPath, w, SECONDS, CAPACITY);
                 if (typeof s === 'string') notes.push(`${w.name}: ${s}`);
-                else theirs.set(w.name, [...(theirs.get(w.name) ?? []), s]);
+                else {
+                  theirs.set(w.name, [...(theirs.get(w.name) ?? []), s]);
+                  fios = s;
+                }
               }
+            }
+            if (mine !== undefined && fios !== undefined && fios.iops > 0) {
+              paired.set(w.name, [...(paired.get(w.name) ?? []), mine.iops / fios.iops]);
             }
           }
         }
         for (const w of selected) {
           const o = ours.get(w.name);
-          if (o !== undefined) storeResults.push(combine(w.name, 'store', o));
           const t = theirs.get(w.name);
+          if (o !== undefined) storeResults.push(combine(w.name, 'store', o, paired.get(w.name)));
           if (t !== undefined) storeResults.push(combine(w.name, 'fio io_uring', t));
         }
         const st = store.stats();
@@ -420,23 +444,27 @@ async function main(): Promise<void> {
     return r.engine === 'fio io_uring' ? 1 : (ref === undefined || ref.iops === 0 ? null : r.iops / ref.iops);
   };
   const layout = storeInfo === undefined ? '' : `, store blockSize ${storeInfo.blockSize} chunk ${storeInfo.chunkSize}`;
-  process.stdout.write(`replica store: ${SECONDS}s per run, median of ${REPS}, 1 GiB preconditioned, O_DIRECT${layout}, ` +
+  process.stdout.write(`replica store: ${SECONDS}s per run, median of ${REPS} (each store run next to a fio run), 1 GiB preconditioned, O_DIRECT${layout}, ` +
     `io_uring ${info.ioUring ? 'on' : 'off'}; fio --ioengine=io_uring --direct=1 on a raw file in the same directory\n\n`);
   if (storeResults.length > 0) {
     process.stdout.write(`${formatTable([
       { header: 'workload' }, { header: 'engine' }, { header: 'IOPS', align: 'right' }, { header: 'MB/s', align: 'right' },
       { header: 'p50 µs', align: 'right' }, { header: 'p99 µs', align: 'right' }, { header: 'x fio', align: 'right' },
-      { header: 'spread', align: 'right' }, { header: 'CPU µs/op', align: 'right' }, { header: 'jrnl/op', align: 'right' },
+      { header: 'x fio paired', align: 'right' }, { header: 'spread', align: 'right' }, { header: 'CPU µs/op', align: 'right' },
+      { header: 'dev µs', align: 'right' }, { header: 'jrnl/op', align: 'right' },
     ], storeResults.map(r => {
       const x = ratio(r);
       return [
         r.workload, r.engine, fmtInt(r.iops), fmtFixed(r.mbps, 1), fmtFixed(r.p50us, 1), fmtFixed(r.p99us, 1),
-        r.engine === 'fio io_uring' || x === null ? '' : fmtFixed(x, 2), spread(r), fmtFixed(r.cpuUsPerOp, 1),
+        r.engine === 'fio io_uring' || x === null ? '' : fmtFixed(x, 2),
+        r.pairedRatio === undefined ? '' : fmtFixed(r.pairedRatio, 2), spread(r), fmtFixed(r.cpuUsPerOp, 1),
+        r.deviceUs === undefined ? '' : fmtFixed(r.deviceUs, 1),
         r.journalBlocksPerOp === undefined ? '' : fmtFixed(r.journalBlocksPerOp, 2),
       ];
     }))}\n`);
-    process.stdout.write('spread = (max - min) / median IOPS over the repetitions; CPU µs/op = user+sys of the whole process ' +
-      '(fio: its usr_cpu+sys_cpu); jrnl/op = journal blocks written per store write\n\n');
+    process.stdout.write('x fio = ratio of the median IOPS; x fio paired = median of (store run / the fio run next to it); ' +
+      'spread = (max - min) / median IOPS over the repetitions;\nCPU µs/op = user+sys of the whole process (fio: its usr_cpu+sys_cpu); ' +
+      'dev µs = mean time from io_uring submission to reaping, all the store\'s I/O; jrnl/op = journal blocks written per store write\n\n');
   }
   if (framingResults.length > 0) {
     process.stdout.write('data-path framing: ReplicaConnection -> loopback TCP -> DataResponder over the store (child process), 4 KiB random\n\n');
