@@ -10,10 +10,11 @@ import {
   type Session,
   type VolumePhase,
 } from '../../protocol/management/management-codec.js';
+import type { ReplicaState, VolumeState } from '../volume/replicated-volume.js';
 
 export interface ManagedReplica {
   readonly id: string;
-  readonly mode: 'healthy' | 'degraded' | 'rebuilding' | 'offline';
+  readonly mode: ReplicaState;
   readonly reason: string | undefined;
   readonly checkpointedIoSeq: number;
   readonly inflightReads: number;
@@ -34,7 +35,7 @@ export interface ManagedVolume {
   readonly replicationFactor: number;
   readonly consistencyFactor: number;
   epoch(): number;
-  phase(): 'healthy' | 'degraded' | 'offline';
+  phase(): VolumeState;
   capacityBytes(): number;
   blockSize(): number;
   replicas(): readonly ManagedReplica[];
@@ -47,8 +48,8 @@ export interface ManagedVolume {
   sessions(): readonly Session[];
 }
 
-const PHASE: Record<ReturnType<ManagedVolume['phase']>, VolumePhase> = { healthy: 'Healthy', degraded: 'Degraded', offline: 'Offline' };
-const MODE: Record<ManagedReplica['mode'], ReplicaMode> = { healthy: 'Healthy', degraded: 'Degraded', rebuilding: 'Rebuilding', offline: 'Offline' };
+const PHASE: Record<VolumeState, VolumePhase> = { healthy: 'Healthy', degraded: 'Degraded', offline: 'Offline' };
+const MODE: Record<ReplicaState, ReplicaMode> = { healthy: 'Healthy', degraded: 'Degraded', rebuilding: 'Rebuilding', offline: 'Offline' };
 
 export function managementHandlers(volume: ManagedVolume): ManagementHandlers {
   return {

@@ -5,7 +5,7 @@ import type { ManagedReplica, ManagedVolume } from './management-handlers.js';
 import type { ReplicaStatusPoller } from './replica-status-poller.js';
 import type { VolumeMetricsSource } from '../metrics/volume-metrics.js';
 import type { Session } from '../../protocol/management/management-codec.js';
-import type { ReplicatedVolume } from '../volume/replicated-volume.js';
+import type { ReplicatedVolume, VolumeState } from '../volume/replicated-volume.js';
 import type { ReplicaVolume } from '../volume/replica-volume.js';
 import type { RebuildOrchestrator } from '../volume/rebuild-orchestrator.js';
 
@@ -80,7 +80,7 @@ export class VolumeView {
     });
   }
 
-  #phase(): 'healthy' | 'degraded' | 'offline' {
+  #phase(): VolumeState {
     const v = this.#o.volume;
     return isReplicated(v) ? v.volumeState() : v.connected ? 'healthy' : 'offline';
   }

@@ -4,13 +4,12 @@
 // Prometheus scrapes (collect callbacks), so the hot path pays only for a few increments.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IoKind, IoObserver } from './metered-device.js';
+import type { ReplicaState, VolumeState } from '../volume/replicated-volume.js';
 
-export type VolumePhase = 'healthy' | 'degraded' | 'offline';
-export type ReplicaMode = 'healthy' | 'degraded' | 'rebuilding' | 'offline';
 
 export interface ReplicaSample {
   readonly replicaId: string;
-  readonly mode: ReplicaMode;
+  readonly mode: ReplicaState;
   readonly inFlight: number;
 }
 
@@ -25,7 +24,7 @@ export interface VolumeMetricsSource {
   readonly volumeName: string;
   sizeBytes(): number;
   blockSize(): number;
-  phase(): VolumePhase;
+  phase(): VolumeState;
   replicas(): readonly ReplicaSample[];
   rebuildsRunning(): readonly RebuildSample[];
   counters(): {
@@ -40,8 +39,8 @@ export interface VolumeMetricsSource {
 }
 
 /** cStor's encoding of openebs_volume_status. */
-const VOLUME_STATUS: Record<VolumePhase, number> = { offline: 1, degraded: 2, healthy: 3 };
-const REPLICA_MODES: readonly ReplicaMode[] = ['healthy', 'degraded', 'rebuilding', 'offline'];
+const VOLUME_STATUS: Record<VolumeState, number> = { offline: 1, degraded: 2, healthy: 3 };
+const REPLICA_MODES: readonly ReplicaState[] = ['healthy', 'degraded', 'rebuilding', 'offline'];
 // 50 µs .. ~6.5 s: loopback replicas answer in tens of µs; a held I/O waits seconds.
 const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 6.5];
 
@@ -78,7 +77,7 @@ export function createVolumeMetrics(source: VolumeMetricsSource): VolumeMetrics 
   gauge('openebs_volume_uptime', 'Seconds since the volume started serving', (g) => {
     g.set({ volName: source.volumeName, castype: 'cstor' }, (Date.now() - startedAt) / 1000);
   }, ['volName', 'castype']);
-  const count = (mode: ReplicaMode): number => source.replicas().filter((r) => r.mode === mode).length;
+  const count = (mode: ReplicaState): number => source.replicas().filter((r) => r.mode === mode).length;
   gauge('openebs_healthy_replica_count', 'Replicas in sync (in the write quorum)', (g) => g.set(count('healthy')));
   gauge('openebs_degraded_replica_count', 'Replicas connected but not in sync (degraded or rebuilding)', (g) => g.set(count('degraded') + count('rebuilding')));
   gauge('openebs_total_replica_count', 'Replicas connected to the target', (g) => g.set(source.replicas().filter((r) => r.mode !== 'offline').length));

@@ -4,13 +4,14 @@
 import t from 'tap';
 import { MemoryBlockDevice } from '../../../src/target/volume/memory-device.js';
 import { MeteredDevice } from '../../../src/target/metrics/metered-device.js';
-import { createVolumeMetrics, type VolumeMetricsSource, type VolumePhase, type ReplicaSample } from '../../../src/target/metrics/volume-metrics.js';
+import { createVolumeMetrics, type VolumeMetricsSource, type ReplicaSample } from '../../../src/target/metrics/volume-metrics.js';
+import type { VolumeState } from '../../../src/target/volume/replicated-volume.js';
 import { MetricsServer } from '../../../src/target/metrics/metrics-server.js';
 import { createRootLogger } from '../../../src/shared/logger.js';
 import { parseExposition } from '../../fixtures/prometheus.js';
 
 t.test('openebs_* metrics after known I/O, and health endpoints', async (t) => {
-  let phase: VolumePhase = 'degraded';
+  let phase: VolumeState = 'degraded';
   let replicas: ReplicaSample[] = [
     { replicaId: 'r1', mode: 'healthy', inFlight: 2 },
     { replicaId: 'r2', mode: 'healthy', inFlight: 0 },
