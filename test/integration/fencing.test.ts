@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { launchTarget, type LaunchedTarget, type TargetProcess } from '../fixtures/target-process.js';
 import { startReplicaProcess, type ReplicaProcess } from '../fixtures/replica-process.js';
 import { TestInitiator } from '../fixtures/initiator.js';
+import { cdb10 } from '../fixtures/scsi-harness.js';
 import { sleep } from '../fixtures/exec.js';
 import { createReplicaControlClient, type ReplicaControlClient } from '../../src/protocol/replica/control-codec.js';
 
@@ -135,13 +136,7 @@ async function session(port: number, initiatorName: string, isid = 0x40000137000
   return i;
 }
 
-function rw10(op: 0x28 | 0x2a, lba: number, blocks: number): Buffer {
-  const cdb = Buffer.alloc(10);
-  cdb[0] = op;
-  cdb.writeUInt32BE(lba, 2);
-  cdb.writeUInt16BE(blocks, 7);
-  return cdb;
-}
+const rw10 = (op: 0x28 | 0x2a, lba: number, blocks: number): Buffer => Buffer.from(cdb10(op, lba, blocks));
 const write10 = (i: TestInitiator, lba: number, data: Buffer, timeoutMs = 30_000) =>
   i.command(rw10(0x2a, lba, data.length / BS), { write: data, timeoutMs });
 const read10 = (i: TestInitiator, lba: number, blocks: number) => i.command(rw10(0x28, lba, blocks), { read: blocks * BS, timeoutMs: 30_000 });
@@ -158,27 +153,28 @@ function prOut(i: TestInitiator, sa: number, type: number, key: bigint, saKey: b
   return i.command(cdb, { write: p, timeoutMs: 30_000 });
 }
 
-async function readKeys(i: TestInitiator): Promise<{ generation: number; keys: bigint[] }> {
+/** PERSISTENT RESERVE IN with service action `sa`; its parameter data, or a throw naming the status. */
+async function prIn(i: TestInitiator, sa: number, name: string, allocation: number): Promise<Buffer> {
   const cdb = Buffer.alloc(10);
   cdb[0] = 0x5e;
-  cdb[1] = 0; // READ KEYS
-  cdb.writeUInt16BE(1024, 7);
-  const r = await i.command(cdb, { read: 1024, timeoutMs: 30_000 });
-  if (r.status !== GOOD) throw new Error(`READ KEYS status ${r.status}`);
+  cdb[1] = sa;
+  cdb.writeUInt16BE(allocation, 7);
+  const r = await i.command(cdb, { read: allocation, timeoutMs: 30_000 });
+  if (r.status !== GOOD) throw new Error(`${name} status ${r.status}`);
+  return r.data;
+}
+
+async function readKeys(i: TestInitiator): Promise<{ generation: number; keys: bigint[] }> {
+  const data = await prIn(i, 0, 'READ KEYS', 1024);
   const keys: bigint[] = [];
-  for (let at = 8; at < 8 + r.data.readUInt32BE(4); at += 8) keys.push(r.data.readBigUInt64BE(at));
-  return { generation: r.data.readUInt32BE(0), keys };
+  for (let at = 8; at < 8 + data.readUInt32BE(4); at += 8) keys.push(data.readBigUInt64BE(at));
+  return { generation: data.readUInt32BE(0), keys };
 }
 
 async function readReservation(i: TestInitiator): Promise<{ key: bigint; type: number } | undefined> {
-  const cdb = Buffer.alloc(10);
-  cdb[0] = 0x5e;
-  cdb[1] = 1; // READ RESERVATION
-  cdb.writeUInt16BE(256, 7);
-  const r = await i.command(cdb, { read: 256, timeoutMs: 30_000 });
-  if (r.status !== GOOD) throw new Error(`READ RESERVATION status ${r.status}`);
-  if (r.data.readUInt32BE(4) === 0) return undefined;
-  return { key: r.data.readBigUInt64BE(8), type: r.data[21]! & 0x0f };
+  const data = await prIn(i, 1, 'READ RESERVATION', 256);
+  if (data.readUInt32BE(4) === 0) return undefined;
+  return { key: data.readBigUInt64BE(8), type: data[21]! & 0x0f };
 }
 
 const pattern = (byte: number, blocks: number): Buffer => Buffer.alloc(blocks * BS, byte);
