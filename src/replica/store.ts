@@ -96,7 +96,6 @@ export interface RecoveryReport {
 const IO_PIECE = 8 << 20;
 const DEFAULT_DATA_JOURNAL_MAX = 64 << 10;
 
-/** Like Promise.all, but settles only when every promise has: buffers in use by the kernel are never released early. */
 /** A read's result: its data lives in a pooled buffer until release(). */
 class PooledRead implements StoreReadResult {
   readonly data: Buffer;
@@ -121,6 +120,7 @@ class PooledRead implements StoreReadResult {
   }
 }
 
+/** Like Promise.all, but settles only when every promise has: buffers in use by the kernel are never released early. */
 async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
   const results = await Promise.allSettled(promises);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -640,9 +640,42 @@ export class ReplicaStore implements ReplicaStoreApi {
   }
 
   /** Read chunks [first, first+count) into `buf` (count * chunk bytes), verifying each CRC. Caller holds the locks. */
-  async #readChunks(first: number, count: number, buf: Buffer, ioSeqs: Float64Array | undefined): Promise<void> {
+  #readChunks(first: number, count: number, buf: Buffer, ioSeqs: Float64Array | undefined): Promise<void> {
+    // One chunk (the common 4 KiB read, a partial write's read-modify-write) needs no run bookkeeping.
+    return count === 1 ? this.#readChunk(first, buf, ioSeqs) : this.#readRuns(first, count, buf, ioSeqs);
+  }
+
+  /** Whether chunk c's content is on the device (not zero, deallocated or never written). */
+  #holdsData(c: number): boolean {
+    return (this.#table.flags[c]! & NO_DATA_FLAGS) === 0 && this.#table.ioSeq[c]! !== 0;
+  }
+
+  #refuseIfNeedsRepair(c: number): void {
+    if ((this.#table.flags[c]! & ChunkFlag.NeedsRepair) !== 0) {
+      throw new StoreError(StoreErrorCode.Medium, `chunk at offset ${c * this.#chunk} needs repair (its data was torn or failed its checksum)`, c * this.#chunk);
+    }
+  }
+
+  async #readChunk(c: number, buf: Buffer, ioSeqs: Float64Array | undefined): Promise<void> {
+    this.#refuseIfNeedsRepair(c);
+    if (ioSeqs !== undefined) ioSeqs[0] = this.#table.ioSeq[c]!;
+    if (!this.#holdsData(c)) {
+      buf.fill(0);
+      return;
+    }
+    let got: number;
+    try {
+      got = await this.#file.read(buf, this.#dataOffset + c * this.#chunk);
+    } catch (err) {
+      throw storeErrorFromIo(err, 'read');
+    }
+    if (got < buf.length) buf.fill(0, got);
+    if (crc32c(buf) !== this.#table.crc[c]) this.#checksumMismatch(c);
+  }
+
+  async #readRuns(first: number, count: number, buf: Buffer, ioSeqs: Float64Array | undefined): Promise<void> {
     const chunk = this.#chunk;
-    const { flags, ioSeq, crc } = this.#table;
+    const { ioSeq, crc } = this.#table;
     const dataOffset = this.#dataOffset;
     const reads: Promise<void>[] = [];
     let runStart = -1;
@@ -655,16 +688,10 @@ export class ReplicaStore implements ReplicaStoreApi {
       }));
       runStart = -1;
     };
+    for (let c = first; c < first + count; c++) this.#refuseIfNeedsRepair(c);
     for (let c = first; c < first + count; c++) {
-      if ((flags[c]! & ChunkFlag.NeedsRepair) !== 0) {
-        throw new StoreError(StoreErrorCode.Medium, `chunk at offset ${c * chunk} needs repair (its data was torn or failed its checksum)`, c * chunk);
-      }
-    }
-    for (let c = first; c < first + count; c++) {
-      const f = flags[c]!;
       if (ioSeqs !== undefined) ioSeqs[c - first] = ioSeq[c]!;
-      const onDisk = (f & NO_DATA_FLAGS) === 0 && ioSeq[c]! !== 0;
-      if (onDisk) {
+      if (this.#holdsData(c)) {
         if (runStart < 0) runStart = c;
       } else {
         flushRun(c);
@@ -679,35 +706,10 @@ export class ReplicaStore implements ReplicaStoreApi {
       throw storeErrorFromIo(err, 'read');
     }
     for (let c = first; c < first + count; c++) {
-      if ((flags[c]! & NO_DATA_FLAGS) !== 0 || ioSeq[c]! === 0) continue;
+      if (!this.#holdsData(c)) continue;
       const at = (c - first) * chunk;
       if (crc32c(buf.subarray(at, at + chunk)) !== crc[c]) this.#checksumMismatch(c);
     }
-  }
-
-  /** #readChunks for one chunk; resolves to the chunk's (verified) CRC32C. */
-  async #readOneChunk(c: number, buf: Buffer, ioSeqs: Float64Array): Promise<number> {
-    const { flags, ioSeq, crc } = this.#table;
-    const f = flags[c]!;
-    const seq = ioSeq[c]!;
-    if ((f & ChunkFlag.NeedsRepair) !== 0) {
-      throw new StoreError(StoreErrorCode.Medium, `chunk at offset ${c * this.#chunk} needs repair (its data was torn or failed its checksum)`, c * this.#chunk);
-    }
-    ioSeqs[0] = seq;
-    if ((f & NO_DATA_FLAGS) !== 0 || seq === 0) {
-      buf.fill(0);
-      return this.#zeroCrc;
-    }
-    let got: number;
-    try {
-      got = await this.#file.read(buf, this.#dataOffset + c * this.#chunk);
-    } catch (err) {
-      throw storeErrorFromIo(err, 'read');
-    }
-    if (got < buf.length) buf.fill(0, got);
-    const want = crc[c]!;
-    if (crc32c(buf) !== want) this.#checksumMismatch(c);
-    return want;
   }
 
   /** A chunk's data did not match its checksum: flag it, count it, and refuse the read. */
@@ -725,11 +727,11 @@ export class ReplicaStore implements ReplicaStoreApi {
    * combined from their table checksums instead of another pass over the data.
    */
   #verifiedRunCrc(first: number, count: number): number {
-    const { flags, ioSeq, crc } = this.#table;
+    const crc = this.#table.crc;
     const chunk = this.#chunk;
     let run = 0;
     for (let c = first; c < first + count; c++) {
-      const own = (flags[c]! & NO_DATA_FLAGS) === 0 && ioSeq[c]! !== 0 ? crc[c]! : this.#zeroCrc;
+      const own = this.#holdsData(c) ? crc[c]! : this.#zeroCrc;
       run = c === first ? own : crc32cCombine(run, own, chunk);
     }
     return run;
@@ -748,14 +750,13 @@ export class ReplicaStore implements ReplicaStoreApi {
     const buf = this.#pool.acquire(count << shift);
     try {
       const ioSeqs = new Float64Array(count);
-      // One chunk (the common 4 KiB read) skips the run bookkeeping of #readChunks.
-      const crc = count === 1 ? await this.#readOneChunk(first, buf, ioSeqs) : (await this.#readChunks(first, count, buf, ioSeqs), undefined);
+      await this.#readChunks(first, count, buf, ioSeqs);
       this.#stats.reads++;
       this.#stats.readBytes += length;
       const at = offset - first * this.#chunk;
       const whole = at === 0 && length === count << shift;
       return new PooledRead(this.#pool, buf, buf.subarray(at, at + length), ioSeqs,
-        whole ? crc ?? this.#verifiedRunCrc(first, count) : undefined);
+        whole ? this.#verifiedRunCrc(first, count) : undefined);
     } catch (err) {
       this.#pool.release(buf);
       throw err;

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { formatStore, ReplicaStore } from '../../src/replica/store.js';
 import { StoreError } from '../../src/replica/store-api.js';
 import { ChunkFlag } from '../../src/replica/metadata-table.js';
+import { crc32c } from '../../src/protocol/iscsi/digest.js';
 import { checkPatternBlock, PATTERN_BLOCK } from '../fixtures/store-pattern.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -156,6 +157,7 @@ t.test('a corrupted chunk is a media error with its address, never data; a full 
   t.ok(dataOffset > 0, 'found the data region');
   const fd = openSync(path, 'r+');
   writeSync(fd, Buffer.from([0xff]), 0, 1, dataOffset + 21 * 4096 + 100);
+  writeSync(fd, Buffer.from([0xff]), 0, 1, dataOffset + 23 * 4096 + 4000);
   closeSync(fd);
   store = await ReplicaStore.open(path);
   t.teardown(() => store.close());
@@ -167,6 +169,17 @@ t.test('a corrupted chunk is a media error with its address, never data; a full 
   t.equal(store.chunkState(21 * 4096).flags & ChunkFlag.NeedsRepair, ChunkFlag.NeedsRepair, 'flagged');
   t.same(store.chunksNeedingRepair(), [21 * 4096]);
   t.ok((await readAll(store, 20 * 4096, 4096)).data.equals(pattern(4 * 4096, 6).subarray(0, 4096)), 'good neighbours still read');
+  // One-chunk reads take their own path: the flagged chunk stays refused (not counted again), and a
+  // corrupted chunk read alone is caught, flagged and named like one inside a longer read.
+  await t.rejects(store.read(21 * 4096, 4096), { code: 'EMEDIUM', offset: 21 * 4096 }, 'a flagged chunk is refused');
+  t.equal(store.stats().checksumMismatches, 1);
+  await t.rejects(store.read(23 * 4096 + 512, 1024), { code: 'EMEDIUM', offset: 23 * 4096 }, 'a one-chunk read verifies the checksum');
+  t.equal(store.stats().checksumMismatches, 2);
+  t.same(store.chunksNeedingRepair(), [21 * 4096, 23 * 4096]);
+  const good = await store.read(22 * 4096, 4096);
+  t.equal(good.dataCrc, crc32c(good.data), 'a whole-chunk read carries its verified CRC');
+  good.release();
+  await store.write(23 * 4096, pattern(4096, 10), 8);
   await t.rejects(store.write(21 * 4096, Buffer.alloc(512), 8), { code: 'EMEDIUM' }, 'partial write cannot repair');
   // Repair with an older io_seq (a rebuild copy) is accepted for a chunk needing repair.
   await store.write(21 * 4096, pattern(4096, 9), 6);
