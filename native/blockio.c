@@ -127,7 +127,7 @@ typedef struct uring {
   opq background;     /* background ops, submitted by uring_prepare_cb */
   ring_stats stats;
   uv_poll_t poll;
-  uv_prepare_t prepare; /* submits the SQEs queued during this loop turn */
+  uv_prepare_t prepare; /* end of turn: submits background ops, retries refused SQEs */
 } uring;
 
 typedef struct pool {
@@ -161,8 +161,6 @@ static uint64_t now_ns(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-
-
 
 static const char *errno_name(int e) {
   const char *n = strerrorname_np(e);

@@ -34,7 +34,7 @@ export interface IoOptions {
   readonly background?: boolean;
 }
 
-/** Cumulative io_uring counters of this thread since the addon loaded (see ioStats()). */
+/** Cumulative counters of this thread's io_uring ring (one per Node environment) since it started. */
 export interface IoStats {
   /** Operations queued on the ring. */
   readonly ops: number;
