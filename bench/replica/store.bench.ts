@@ -367,26 +367,26 @@ async function main(): Promise<void> {
           for (const w of selected) {
             // Alternate who goes first so drift (device cache, thermal) does not favour one side.
             const sides = rep % 2 === 0 ? ['store', 'fio'] as const : ['fio', 'store'] as const;
-            let mine: Sample | undefined;
-            let fios: Sample | undefined;
+            let storeRun: Sample | undefined;
+            let fioRun: Sample | undefined;
             for (const side of sides) {
               if (side === 'store') {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: store`);
                 const s = await runStore(store, w, seqs, 0x1234567 + rep * 7919);
                 ours.set(w.name, [...(ours.get(w.name) ?? []), s]);
-                mine = s;
+                storeRun = s;
               } else if (fio !== undefined) {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: fio`);
                 const s = await runFio(fio, rawPath, w, SECONDS, CAPACITY);
                 if (typeof s === 'string') notes.push(`${w.name}: ${s}`);
                 else {
                   theirs.set(w.name, [...(theirs.get(w.name) ?? []), s]);
-                  fios = s;
+                  fioRun = s;
                 }
               }
             }
-            if (mine !== undefined && fios !== undefined && fios.iops > 0) {
-              paired.set(w.name, [...(paired.get(w.name) ?? []), mine.iops / fios.iops]);
+            if (storeRun !== undefined && fioRun !== undefined && fioRun.iops > 0) {
+              paired.set(w.name, [...(paired.get(w.name) ?? []), storeRun.iops / fioRun.iops]);
             }
           }
         }
