@@ -1222,9 +1222,7 @@ export class ReplicaStore implements ReplicaStoreApi {
       this.#sb = superblock;
       this.#info = infoOf(superblock, this.#highestIoSeq);
     };
-    const p = this.#superblockChain.then(run, run);
-    this.#superblockChain = p.catch(() => undefined);
-    return p;
+    return this.#serialised(run);
   }
 
   /** Chunks with io_seq > sinceIoSeq, in runs (rebuild source). Chunks needing repair are left out. */

@@ -90,7 +90,8 @@ export class SuperblockError extends Error {
   }
 }
 
-function uuidBytes(uuid: string): Buffer {
+/** A UUID's 16 bytes (also the volume tag of the target-state slots). */
+export function uuidBytes(uuid: string): Buffer {
   const hex = uuid.replace(/-/g, '').toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(hex)) throw new SuperblockError(SuperblockErrorCode.InvalidField, `volume UUID '${uuid}' is not a UUID`);
   return Buffer.from(hex, 'hex');

@@ -20,6 +20,7 @@
 //  64  payload: per entry, key length u8, key (UTF-8), value length u32, value
 
 import { crc32c } from '../protocol/iscsi/digest.js';
+import { uuidBytes } from './superblock.js';
 
 export const TARGET_STATE_SLOT_BYTES = 64 * 1024;
 export const TARGET_STATE_FORMAT_VERSION = 1;
@@ -47,12 +48,6 @@ export class TargetStateError extends Error {
 
 function fail(message: string): never {
   throw new TargetStateError(message);
-}
-
-function uuidBytes(uuid: string): Buffer {
-  const hex = uuid.replace(/-/g, '').toLowerCase();
-  if (!/^[0-9a-f]{32}$/.test(hex)) fail(`volume UUID '${uuid}' is not a UUID`);
-  return Buffer.from(hex, 'hex');
 }
 
 /** Validates keys, sizes and counters; throws TargetStateError (the request is refused, nothing written). */
