@@ -1,7 +1,7 @@
 // Command-line configuration of the replica process. Pure: main.ts prints and exits.
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import { formatHostPort, parseHostPort, parseSize } from '../shared/cli-values.js';
+import { formatHostPort, isUuid, parseHostPort, parseSize } from '../shared/cli-values.js';
 
 export interface ReplicaConfig {
   readonly device: string;
@@ -52,7 +52,6 @@ function fail(flag: string, message: string): never {
   throw new ConfigError(`--${flag}: ${message}`);
 }
 
-const UUID_RE = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
 
 export function parseReplicaConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParseReplicaConfigResult {
   let values;
@@ -89,7 +88,7 @@ export function parseReplicaConfig(argv: readonly string[], env: NodeJS.ProcessE
     const replicaId = values['replica-id'] ?? fail('replica-id', 'is required');
     if (replicaId === '' || Buffer.byteLength(replicaId) > 64) fail('replica-id', 'must be 1..64 bytes');
     const volumeUuid = values['volume-uuid'];
-    if (volumeUuid !== undefined && !UUID_RE.test(volumeUuid)) fail('volume-uuid', `'${volumeUuid}' is not a UUID`);
+    if (volumeUuid !== undefined && !isUuid(volumeUuid)) fail('volume-uuid', `'${volumeUuid}' is not a UUID`);
     const target = parseHostPort(values.target ?? DEFAULT_REPLICA_TARGET, 6060);
     if (typeof target === 'string') fail('target', target);
     const control = parseHostPort(values.control ?? DEFAULT_CONTROL, 0);

@@ -2,6 +2,14 @@
 import { isIP } from 'node:net';
 
 /**
+ * A volume UUID as the superblock stores and prints it: 8-4-4-4-12 hex digits. The dashes are
+ * required: the replica compares the stored (dashed) UUID with the one it was given as strings.
+ */
+export function isUuid(raw: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(raw);
+}
+
+/**
  * HOST, HOST:PORT or [IPv6]:PORT. Returns the address, or a message naming the problem.
  * RFC 7143 §13.4: the target uses the well-known iSCSI port when none is given; callers pass theirs.
  */

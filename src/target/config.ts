@@ -3,7 +3,7 @@
 // main.ts decides what to print and how to exit.
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import { parseHostPort, parseSize } from '../shared/cli-values.js';
+import { isUuid, parseHostPort, parseSize } from '../shared/cli-values.js';
 import { explainFlagError, mergeConfigFlags, volumeConfigFlags, VolumeConfigError, type ConfigFlag } from './volume-config.js';
 
 export { parseSize };
@@ -99,7 +99,6 @@ const MIN_SECRET_BYTES = 12;
 const MAX_CHAP_BYTES = 255;
 // RFC 3720 §3.2.6.1: iSCSI names are at most 223 bytes (UTF-8).
 const MAX_NAME_BYTES = 223;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const TARGET_USAGE = `usage: cstor-target [options]
 
@@ -335,7 +334,7 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
     if (typeof replicaPort === 'string') fail('replica-port', replicaPort);
     const volumeUuidRaw = values['volume-uuid'];
     // The canonical dashed form only: it is compared as a string with what replicas announce.
-    if (volumeUuidRaw !== undefined && !UUID_RE.test(volumeUuidRaw)) {
+    if (volumeUuidRaw !== undefined && !isUuid(volumeUuidRaw)) {
       fail('volume-uuid', `'${volumeUuidRaw}' is not a UUID (8-4-4-4-12 hex digits)`);
     }
 

@@ -49,6 +49,9 @@ t.test('flags', async (t) => {
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--format', '--size', '1G']), '--volume-uuid: is required with --format');
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--size', '1G']), '--size: only applies with --format');
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--volume-uuid', 'nope']), "--volume-uuid: 'nope' is not a UUID");
+  // Without dashes it was accepted, then never matched the dashed UUID the superblock holds.
+  t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--volume-uuid', UUID.replace(/-/g, '')]),
+    `--volume-uuid: '${UUID.replace(/-/g, '')}' is not a UUID`);
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--target', 'a:b:c']), "--target: 'a:b:c': write IPv6 addresses in brackets, e.g. [::1]:6060");
   t.match(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--volume-uuid', UUID, '--format', '--size', '1000']), /not a multiple of the 4096-byte chunk size/);
   t.equal(bad(['--device', 'x', '--volume', 'v', '--replica-id', 'r', '--advertise', '0.0.0.0:7070']), "--advertise: '0.0.0.0:7070' must name a reachable host and a port");
