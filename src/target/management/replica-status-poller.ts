@@ -1,12 +1,11 @@
 // Polls each connected replica's control Status every few seconds (checkpointed io_seq, counters,
 // rebuild progress) for the management status and the metrics. One small RPC per replica per
-// period; a replica that does not answer keeps its last sample, marked stale.
+// period; a replica that does not answer keeps its last sample.
 import { createReplicaControlClient, type ReplicaControlClient, type StatusReply } from '../../protocol/replica/control-codec.js';
 import type { Logger } from '../../shared/logger.js';
 
 export interface ReplicaSampleEntry {
   readonly status: StatusReply;
-  readonly at: number;
 }
 
 export interface ReplicaStatusPollerOptions {
@@ -43,7 +42,7 @@ export class ReplicaStatusPoller {
     return n;
   }
 
-  /** Refresh every connected replica now (management status calls this for fresh values). */
+  /** Refresh every connected replica now (the timer calls this every period). */
   async poll(): Promise<void> {
     if (this.#polling) return;
     this.#polling = true;
@@ -62,7 +61,7 @@ export class ReplicaStatusPoller {
           this.#clients.set(address, client);
         }
         try {
-          this.#samples.set(id, { status: await client.status({ deadlineMs: 2_000 }), at: Date.now() });
+          this.#samples.set(id, { status: await client.status({ deadlineMs: 2_000 }) });
         } catch (err) {
           this.#o.logger.debug({ err, replica: id }, 'replica status poll failed');
         }
