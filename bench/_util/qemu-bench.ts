@@ -10,6 +10,25 @@ export interface QemuWorkload {
   readonly step: number;
 }
 
+/** A workload with the name it is selected by (e.g. 4k-qd32-read). */
+export interface NamedWorkload extends QemuWorkload {
+  readonly name: string;
+}
+
+// A large odd number of 4 KiB blocks (16411 is prime): every step jumps ~64 MiB, and the sequence
+// of offsets modulo the image size visits far-apart blocks instead of neighbours.
+export const STRIDE_4K = 16411 * 4096;
+
+/** The benches' workloads: 4 KiB strided at QD1 and QD32, 1 MiB sequential at QD8, each read and write. */
+export const QEMU_WORKLOADS: readonly NamedWorkload[] = [
+  { name: '4k-qd1-read', bs: 4096, depth: 1, write: false, step: STRIDE_4K },
+  { name: '4k-qd1-write', bs: 4096, depth: 1, write: true, step: STRIDE_4K },
+  { name: '4k-qd32-read', bs: 4096, depth: 32, write: false, step: STRIDE_4K },
+  { name: '4k-qd32-write', bs: 4096, depth: 32, write: true, step: STRIDE_4K },
+  { name: '1m-qd8-read', bs: 1 << 20, depth: 8, write: false, step: 1 << 20 },
+  { name: '1m-qd8-write', bs: 1 << 20, depth: 8, write: true, step: 1 << 20 },
+];
+
 export interface RunSample {
   readonly count: number;
   readonly seconds: number;

@@ -4,6 +4,7 @@
 // to back ~1 s qemu-img bench runs from before the restart to after the rebuild: each run is
 // classified by its I/O interval as during the rebuild or outside it (undisturbed), so the
 // foreground IOPS during the rebuild can be compared with its undisturbed level on the same target.
+import { sleep } from './proc.js';
 import { qemuBench, type QemuWorkload } from './qemu-bench.js';
 import { summarize, type Summary } from './stats.js';
 import type { OurTarget } from './our-target.js';
@@ -54,8 +55,6 @@ export interface RebuildResult {
     readonly samples: readonly ForegroundSample[];
   };
 }
-
-const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
 
 export async function measureRebuild(o: RebuildScenarioOptions): Promise<RebuildResult> {
   const { target, victim } = o;

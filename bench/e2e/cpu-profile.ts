@@ -8,25 +8,13 @@
 //        of each workload, through cpu-prof-preload.ts; they land in DIR as <pid>-<n>.cpuprofile)
 //        PROF_NO_PRECONDITION=1 (reads of never-written chunks skip the device: only for write runs)
 // Output: one line per run: IOPS, and CPU µs per operation for the target, the replicas (sum) and qemu-img.
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killAll, run, which } from '../_util/proc.js';
-import { completedSeconds, qemuBenchArgs, type QemuWorkload } from '../_util/qemu-bench.js';
+import { cpuTicks, killAll, run, sleep, which } from '../_util/proc.js';
+import { completedSeconds, QEMU_WORKLOADS, qemuBenchArgs, type NamedWorkload } from '../_util/qemu-bench.js';
 import { startOurTarget } from '../_util/our-target.js';
-
-interface Workload extends QemuWorkload { readonly name: string }
-
-const STRIDE_4K = 16411 * 4096;
-const ALL: readonly Workload[] = [
-  { name: '4k-qd1-read', bs: 4096, depth: 1, write: false, step: STRIDE_4K },
-  { name: '4k-qd1-write', bs: 4096, depth: 1, write: true, step: STRIDE_4K },
-  { name: '4k-qd32-read', bs: 4096, depth: 32, write: false, step: STRIDE_4K },
-  { name: '4k-qd32-write', bs: 4096, depth: 32, write: true, step: STRIDE_4K },
-  { name: '1m-qd8-read', bs: 1 << 20, depth: 8, write: false, step: 1 << 20 },
-  { name: '1m-qd8-write', bs: 1 << 20, depth: 8, write: true, step: 1 << 20 },
-];
 
 const replicas = Number(process.env['PROF_REPLICAS'] ?? '3');
 const sizeMiB = Number(process.env['PROF_SIZE_MIB'] ?? '512');
@@ -34,29 +22,18 @@ const seconds = Number(process.env['PROF_SECONDS'] ?? '4');
 const reps = Number(process.env['PROF_REPS'] ?? '1');
 const profDir = process.env['PROF_CPU_PROF'];
 const filter = (process.env['PROF_WORKLOADS'] ?? '4k-qd32-read,4k-qd32-write,1m-qd8-read,1m-qd8-write').split(',').filter(s => s !== '');
-const workloads = ALL.filter(w => filter.includes(w.name));
+const workloads = QEMU_WORKLOADS.filter(w => filter.includes(w.name));
 const IQN = 'iqn.2016-09.com.openebs.cstor:prof';
-
-/** utime + stime of a process (all its threads), in clock ticks (USER_HZ = 100). */
-async function cpuTicks(pid: number): Promise<number> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return NaN;
-  }
-}
 
 /** SIGUSR2 starts or stops (and writes) the preload's profiler in each process. */
 async function toggleProfilers(pids: readonly number[]): Promise<void> {
   for (const pid of pids) process.kill(pid, 'SIGUSR2');
-  await new Promise(r => setTimeout(r, 300));
+  await sleep(300);
 }
 
-async function qemuBench(qemuImg: string, url: string, w: Workload, count: number): Promise<{ seconds: number; cpuUs: number }> {
+async function qemuBench(qemuImg: string, url: string, w: NamedWorkload, count: number): Promise<{ seconds: number; cpuUs: number }> {
   // qemu-img's own CPU time: /proc of a short-lived child is racy, so bash reports it (`times`).
-  const r = await run('bash', ['-c', `"$@" >/tmp/.qb.$$ 2>&1; rc=$?; cat /tmp/.qb.$$; rm -f /tmp/.qb.$$; times; exit $rc`, 'qb', qemuImg,
+  const r = await run('bash', ['-c', `"$@" 2>&1; rc=$?; times; exit $rc`, 'qb', qemuImg,
     ...qemuBenchArgs(url, w, count)], 300_000);
   const completed = completedSeconds(r.stdout);
   if (r.code !== 0 || completed === undefined) throw new Error(`qemu-img bench failed: ${(r.stderr + r.stdout).slice(-400)}`);

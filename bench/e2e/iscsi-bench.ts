@@ -31,10 +31,10 @@ import { mkdtemp, open, rm, mkdir, readFile } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { freePort, killAll, killAllNow, run, sleep, spawnTracked, which, type Spawned } from '../_util/proc.js';
+import { cpuTicks, freePort, killAll, killAllNow, run, sleep, spawnTracked, which, type Spawned } from '../_util/proc.js';
 import { summarize, type Summary } from '../_util/stats.js';
 import { formatTable, fmtFixed, fmtInt, printJson, Progress } from '../_util/report.js';
-import { qemuBench, type RunSample } from '../_util/qemu-bench.js';
+import { QEMU_WORKLOADS, qemuBench, STRIDE_4K, type RunSample } from '../_util/qemu-bench.js';
 import { startOurTarget, type OurTarget } from '../_util/our-target.js';
 import { measureRebuild, type RebuildResult } from '../_util/rebuild-scenario.js';
 
@@ -83,10 +83,6 @@ const settings = {
   qemuAio: 'native (-n)',
 };
 
-// A large odd number of 4 KiB blocks (16411 is prime): every step jumps ~64 MiB, and the sequence
-// of offsets modulo the image size visits far-apart blocks instead of neighbours.
-const STRIDE_4K = 16411 * 4096;
-
 interface Workload {
   readonly name: string;
   readonly label: string;
@@ -99,14 +95,21 @@ interface Workload {
   readonly warmupCount: number;
 }
 
-const ALL_WORKLOADS: readonly Workload[] = [
-  { name: '4k-qd1-read', label: '4k QD1 read', bs: 4096, depth: 1, write: false, pattern: 'strided', step: STRIDE_4K, warmupCount: 1000 },
-  { name: '4k-qd1-write', label: '4k QD1 write', bs: 4096, depth: 1, write: true, pattern: 'strided', step: STRIDE_4K, warmupCount: 1000 },
-  { name: '4k-qd32-read', label: '4k QD32 read', bs: 4096, depth: 32, write: false, pattern: 'strided', step: STRIDE_4K, warmupCount: 4000 },
-  { name: '4k-qd32-write', label: '4k QD32 write', bs: 4096, depth: 32, write: true, pattern: 'strided', step: STRIDE_4K, warmupCount: 4000 },
-  { name: '1m-qd8-read', label: '1M QD8 read', bs: 1 << 20, depth: 8, write: false, pattern: 'sequential', step: 1 << 20, warmupCount: 200 },
-  { name: '1m-qd8-write', label: '1M QD8 write', bs: 1 << 20, depth: 8, write: true, pattern: 'sequential', step: 1 << 20, warmupCount: 200 },
-];
+// The shared workloads (qemu-bench.ts) with this bench's table label, offset pattern and warm-up
+// size; keys in this order, as they appear in the JSON settings.
+const ALL_WORKLOADS: readonly Workload[] = QEMU_WORKLOADS.map((w): Workload => {
+  const big = w.bs >= 1 << 20;
+  return {
+    name: w.name,
+    label: `${big ? '1M' : '4k'} QD${w.depth} ${w.write ? 'write' : 'read'}`,
+    bs: w.bs,
+    depth: w.depth,
+    write: w.write,
+    pattern: w.step === STRIDE_4K ? 'strided' : 'sequential',
+    step: w.step,
+    warmupCount: big ? 200 : w.depth === 1 ? 1000 : 4000,
+  };
+});
 
 const workloads = settings.workloadFilter.length === 0 ? ALL_WORKLOADS
   : ALL_WORKLOADS.filter(w => settings.workloadFilter.includes(w.name));
@@ -238,10 +241,8 @@ async function residentBytes(path: string): Promise<number | undefined> {
 /** CPU seconds (user+sys) and peak RSS of a live process, from /proc. */
 async function procUsage(pid: number): Promise<{ cpuSeconds: number; peakRssMiB: number } | undefined> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised comm; utime and stime are fields 14 and 15 (1-based).
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(rest[11]) + Number(rest[12]);
+    const ticks = await cpuTicks(pid);
+    if (Number.isNaN(ticks)) return undefined;
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
     const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
     // USER_HZ is 100 on every Linux we run on.
