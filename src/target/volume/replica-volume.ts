@@ -60,8 +60,9 @@ export class ReplicaVolume implements BlockDevice {
 
   /** The volume grew to `capacityBytes` (the replica was resized first). Shrinking is refused. */
   grow(capacityBytes: number): void {
-    const blocks = BigInt(capacityBytes / this.blockSize);
+    // The multiple check first: BigInt() of a fraction throws a RangeError that names nothing.
     if (capacityBytes % this.blockSize !== 0) throw new Error(`${capacityBytes} is not a multiple of the block size ${this.blockSize}`);
+    const blocks = BigInt(capacityBytes / this.blockSize);
     if (blocks < this.#blockCount) throw new Error(`cannot shrink from ${this.#blockCount} to ${blocks} blocks`);
     if (blocks === this.#blockCount) return;
     this.#blockCount = blocks;
