@@ -22,6 +22,7 @@ import {
 import type { Logger } from '../shared/logger.js';
 import { formatHostPort } from '../shared/cli-values.js';
 import { StoreError, type ChunkRun } from './store-api.js';
+import { errorMessage } from '../shared/errors.js';
 
 export interface ReplicaControlHandlers {
   status(): Promise<StatusReply>;
@@ -78,7 +79,7 @@ export interface GrpcStatus {
 
 /** The one place handler failures become gRPC statuses. */
 export function toGrpcStatus(err: unknown): GrpcStatus {
-  const details = err instanceof Error ? err.message : String(err);
+  const details = errorMessage(err);
   if (err instanceof ControlError) return { code: grpc.status[err.code], details };
   if (err instanceof StoreError) {
     switch (err.code) {

@@ -13,6 +13,7 @@ import {
 import { crc32c } from '../protocol/iscsi/digest.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreError, type ReplicaStoreApi } from './store-api.js';
+import { errorMessage } from '../shared/errors.js';
 
 export interface DataResponderOptions {
   readonly logger: Logger;
@@ -203,7 +204,7 @@ export class DataResponder {
       const status = err instanceof StoreError ? statusForStoreErrorCode(err.code) : ReplicaStatus.IoError;
       const offset = err instanceof StoreError && status === ReplicaStatus.MediumError ? err.offset : undefined;
       if (!(err instanceof StoreError)) this.#logger.warn({ err, opcode: h.opcode }, 'store operation failed');
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       this.#respond(h, status, offset, encodeErrorMessage(message));
     } finally {
       this.#inFlight--;

@@ -16,6 +16,7 @@ import { ControlError, startControlServer, type ControlServer } from './control-
 import { TargetLink } from './target-link.js';
 import { RebuildSink } from './rebuild-sink.js';
 import { estimateRebuild } from './rebuild-estimate.js';
+import { errorMessage } from '../shared/errors.js';
 
 export interface RunningReplica {
   readonly store: ReplicaStore;
@@ -216,7 +217,7 @@ async function main(): Promise<void> {
   try {
     replica = await startReplica(config, logger);
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     process.stderr.write(`cstor-replica: cannot start: ${message}\n`);
     logger.fatal({ err }, 'start failed');
     process.exit(1);

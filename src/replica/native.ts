@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { errorMessage } from '../shared/errors.js';
 
 export type Engine = 'io_uring' | 'threads';
 
@@ -123,7 +124,7 @@ export function loadAddon(): Addon {
       cause = err;
     }
   }
-  const reason = cause instanceof Error ? cause.message : String(cause);
+  const reason = errorMessage(cause);
   const err = new Error(
     `cannot load the blockio native addon (tried ${tried.join(', ') || 'nothing'}): ${reason}. ` +
       'Rebuild it with `npm rebuild` or `npx node-gyp rebuild` in the package root ' +

@@ -13,6 +13,7 @@ import {
 } from '../protocol/replica/control-codec.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreError, StoreErrorCode, type ChunkRun, type StoreWriteResult } from './store-api.js';
+import { errorMessage } from '../shared/errors.js';
 
 /** What the sink needs of the local store (ReplicaStore satisfies it). */
 export interface RebuildSinkStore {
@@ -75,10 +76,6 @@ function isRetryable(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'number') return !PERMANENT_GRPC.has(code);
   return true;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 export class RebuildSink {
@@ -237,7 +234,7 @@ export class RebuildSink {
     this.#log.info({ rateBytesPerSec: this.#rate, maxRunBytes: this.#maxRunBytes }, 'rebuild started');
     let failures = 0;
     for (;;) {
-      if (signal.aborted) return this.#finish('failed', messageOf(signal.reason));
+      if (signal.aborted) return this.#finish('failed', errorMessage(signal.reason));
       this.#attempts++;
       this.#state = 'running';
       const client = this.#connect(this.#source);
@@ -260,9 +257,9 @@ export class RebuildSink {
         }
         return this.#finish('done', undefined);
       } catch (err) {
-        if (signal.aborted) return this.#finish('failed', messageOf(signal.reason));
+        if (signal.aborted) return this.#finish('failed', errorMessage(signal.reason));
         failures++;
-        this.#lastError = messageOf(err);
+        this.#lastError = errorMessage(err);
         const retryable = isRetryable(err);
         if (!retryable || failures >= this.#maxAttempts) {
           this.#log.error({ err, attempts: this.#attempts, failures, nextOffset: this.#nextOffset, retryable }, 'rebuild failed');
@@ -274,7 +271,7 @@ export class RebuildSink {
         try {
           await sleep(delay, undefined, { signal });
         } catch {
-          return this.#finish('failed', messageOf(signal.reason));
+          return this.#finish('failed', errorMessage(signal.reason));
         }
       } finally {
         client.close();

@@ -7,6 +7,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { verifyReplicas, type Difference, type VerifyReport } from './verify.js';
+import { errorMessage } from '../shared/errors.js';
 
 const USAGE = `usage: cstor-verify [--json] [--max-differences N] [--region-bytes N] (--data-dir DIR | FILE FILE ...)
   --data-dir DIR        compare DIR/replica-*.img (the layout of \`npm start -- --data-dir DIR\`)
@@ -134,7 +135,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (err) {
     if (tty) process.stderr.write('\n');
-    process.stderr.write(`cstor-verify: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`cstor-verify: ${errorMessage(err)}\n`);
     return 2;
   }
   if (tty) process.stderr.write('\r\x1b[K');
@@ -145,7 +146,7 @@ export async function main(argv: string[]): Promise<number> {
 if (import.meta.url === `file://${process.argv[1]}`) {
   // exitCode, not exit(): let stdout drain when it is a pipe.
   main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: unknown) => {
-    process.stderr.write(`cstor-verify: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`cstor-verify: ${errorMessage(err)}\n`);
     process.exitCode = 2;
   });
 }

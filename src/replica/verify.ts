@@ -20,6 +20,7 @@ import { realpath } from 'node:fs/promises';
 import { ChunkFlag, NO_DATA_FLAGS } from './metadata-table.js';
 import { StoreError, StoreErrorCode } from './store-api.js';
 import { ReplicaStore } from './store.js';
+import { errorMessage } from '../shared/errors.js';
 
 export type DifferenceKind = 'data' | 'io_seq' | 'crc' | 'unreadable' | 'geometry' | 'volume';
 
@@ -159,7 +160,7 @@ async function openAll(paths: readonly string[]): Promise<ReplicaStore[]> {
       } catch (err) {
         const message = err instanceof StoreError && err.code === StoreErrorCode.Unformatted
           ? `${path} is not a replica (no replica superblock)`
-          : err instanceof Error ? err.message : String(err);
+          : errorMessage(err);
         throw new VerifyOpenError(path, message, { cause: err });
       }
     }

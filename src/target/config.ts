@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { isUuid, parseHostPort, parseSize } from '../shared/cli-values.js';
 import { explainFlagError, mergeConfigFlags, volumeConfigFlags, VolumeConfigError, type ConfigFlag } from './volume-config.js';
+import { errorMessage } from '../shared/errors.js';
 
 export { parseSize };
 
@@ -201,7 +202,7 @@ export function parseTargetConfig(argv: readonly string[], env: NodeJS.ProcessEn
     parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
   } catch (err) {
     // parseArgs messages already name the option ("Unknown option '--foo'", "Option '--size <value>' argument missing").
-    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    return { ok: false, error: errorMessage(err) };
   }
   const { values, tokens } = parsed;
   if (values.help === true) return { ok: false, help: true, error: TARGET_USAGE };

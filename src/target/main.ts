@@ -32,6 +32,7 @@ import { VolumeView, type OperationalCounters } from './management/volume-view.j
 import { sessionInfo } from './iscsi/session-info.js';
 import { ManagementError } from '../protocol/management/management-codec.js';
 import { growReplicas, resizeReplica } from './volume/volume-grow.js';
+import { errorMessage } from '../shared/errors.js';
 
 export interface RunningTarget {
   readonly portal: { host: string; port: number };
@@ -162,8 +163,8 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
           }
           return { ok: true as const, epoch };
         },
-        (err: unknown) => ({ ok: false as const, reason: `cannot persist epoch ${epoch}: ${err instanceof Error ? err.message : String(err)}` }))
-        .catch((err: unknown) => ({ ok: false as const, reason: `cannot grow to ${volumeBytes} bytes: ${err instanceof Error ? err.message : String(err)}` }));
+        (err: unknown) => ({ ok: false as const, reason: `cannot persist epoch ${epoch}: ${errorMessage(err)}` }))
+        .catch((err: unknown) => ({ ok: false as const, reason: `cannot grow to ${volumeBytes} bytes: ${errorMessage(err)}` }));
     },
     onConnection: (connection) => {
       const id = connection.hello.replicaId;

@@ -9,6 +9,7 @@ import {
 } from '../../protocol/management/management-codec.js';
 import type { Logger } from '../../shared/logger.js';
 import { formatHostPort } from '../../shared/cli-values.js';
+import { errorMessage } from '../../shared/errors.js';
 
 export class ManagementServer {
   readonly #server = new grpc.Server();
@@ -25,7 +26,7 @@ export class ManagementServer {
             if (!known) logger.error({ err, method: name }, 'management call failed');
             callback({
               code: known ? grpc.status[err.code] : grpc.status.INTERNAL,
-              details: err instanceof Error ? err.message : String(err),
+              details: errorMessage(err),
             });
           },
         );

@@ -12,6 +12,7 @@ import {
 } from '../../protocol/replica/control-codec.js';
 import type { Logger } from '../../shared/logger.js';
 import type { ReplicaConnection } from './replica-connection.js';
+import { errorMessage } from '../../shared/errors.js';
 
 /** Control clients by address; tests may substitute. */
 export type ControlClientFactory = (address: string) => ReplicaControlClient;
@@ -46,8 +47,6 @@ export class FenceError extends Error {
   }
 }
 
-const reasonOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
-
 /** Take the next epoch, have a write quorum persist it, and read the target state from that quorum. */
 export async function establishEpoch(options: EstablishEpochOptions): Promise<FenceResult> {
   const { connections, writeQuorum, logger } = options;
@@ -74,7 +73,7 @@ export async function establishEpoch(options: EstablishEpochOptions): Promise<Fe
         fenced.push(connection);
         fencedClients.push(clients[i]!);
       } else {
-        const reason = `SetEpoch ${epoch} failed: ${reasonOf(r.reason)}`;
+        const reason = `SetEpoch ${epoch} failed: ${errorMessage(r.reason)}`;
         refused.push({ connection, reason });
         logger.warn({ replica: connection.hello.replicaId, epoch, reason }, 'replica did not persist the new epoch; it is left out');
       }

@@ -12,6 +12,7 @@ import type { Logger } from '../../shared/logger.js';
 import { createReplicaControlClient, type RebuildStatus, type ReplicaControlClient } from '../../protocol/replica/control-codec.js';
 import type { ReplicatedVolume } from './replicated-volume.js';
 import { RebuildRateController } from './rebuild-rate-controller.js';
+import { errorMessage } from '../../shared/errors.js';
 
 export interface RebuildOrchestratorOptions {
   readonly volume: ReplicatedVolume;
@@ -246,7 +247,7 @@ export class RebuildOrchestrator {
       }
     } catch (err) {
       log.error({ err }, 'rebuild attempt failed; will retry');
-      this.#o.onFailed?.(job.replicaId, err instanceof Error ? err.message : String(err));
+      this.#o.onFailed?.(job.replicaId, errorMessage(err));
       const state = volume.replicaStates().find((r) => r.replicaId === job.replicaId);
       if (state?.state === 'rebuilding') volume.markDegraded(job.replicaId, 'rebuild attempt failed');
       return false;

@@ -4,6 +4,7 @@
 
 import { ReplicaIoError, ReplicaStatus } from '../../protocol/replica/frame.js';
 import { BlockDeviceError } from './block-device.js';
+import { errorMessage } from '../../shared/errors.js';
 
 /** Largest single request to a replica (its responder refuses more than 16 MiB). */
 export const MAX_REQUEST_BYTES = 4 << 20;
@@ -31,7 +32,7 @@ export async function inPieces(length: number, op: (at: number, n: number) => Pr
 
 export function blockDeviceErrorFor(err: unknown, blockSize: number): BlockDeviceError {
   if (err instanceof BlockDeviceError) return err;
-  if (!(err instanceof ReplicaIoError)) return new BlockDeviceError('EIO', err instanceof Error ? err.message : String(err));
+  if (!(err instanceof ReplicaIoError)) return new BlockDeviceError('EIO', errorMessage(err));
   switch (err.status) {
     case ReplicaStatus.MediumError: {
       const lba = err.offset === undefined ? undefined : BigInt(Math.floor(err.offset / blockSize));

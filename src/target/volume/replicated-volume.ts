@@ -17,6 +17,7 @@ import type { TargetStateKeeper } from './target-state-keeper.js';
 import { blockDeviceErrorFor, inPieces, requestOffset } from './replica-requests.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
+import { errorMessage } from '../../shared/errors.js';
 
 
 export type ReplicaState = 'healthy' | 'degraded' | 'rebuilding' | 'offline';
@@ -109,7 +110,7 @@ function isMediaError(err: unknown): boolean {
 
 function describe(err: unknown): string {
   if (err instanceof ReplicaIoError) return `${err.statusName}: ${err.message}`;
-  return err instanceof Error ? err.message : String(err);
+  return errorMessage(err);
 }
 
 /**

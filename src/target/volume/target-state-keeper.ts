@@ -10,6 +10,7 @@ import {
 } from '../../protocol/replica/control-codec.js';
 import type { Logger } from '../../shared/logger.js';
 import type { ControlClientFactory } from './epoch-fence.js';
+import { errorMessage } from '../../shared/errors.js';
 
 export interface StateReplica {
   readonly id: string;
@@ -128,7 +129,7 @@ export class TargetStateKeeper {
             }
           },
           (err: unknown) => {
-            const reason = err instanceof Error ? err.message : String(err);
+            const reason = errorMessage(err);
             this.#logger.warn({ replica: r.id, generation: blob.generation, reason }, 'a replica did not store the target state');
             if (!r.counts) return;
             pending--;

@@ -4,6 +4,7 @@
 // never advertises blocks a quorum cannot store. Replicas offline now are resized when they return.
 import { createReplicaControlClient, type ReplicaControlClient } from '../../protocol/replica/control-codec.js';
 import type { Logger } from '../../shared/logger.js';
+import { errorMessage } from '../../shared/errors.js';
 
 export interface GrowTarget {
   readonly id: string;
@@ -38,7 +39,7 @@ export async function growReplicas(o: GrowOptions): Promise<void> {
   results.forEach((r, i) => {
     const replica = o.replicas[i]!;
     if (r.status === 'fulfilled') return;
-    const reason = r.reason instanceof Error ? r.reason.message : String(r.reason);
+    const reason = errorMessage(r.reason);
     o.logger.warn({ replica: replica.id, err: r.reason }, 'replica resize failed');
     if (replica.inSync) failures.push(`${replica.id}: ${reason}`);
   });
