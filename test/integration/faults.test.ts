@@ -11,7 +11,7 @@ import { runCommand, requireTool, sleep, type RunResult } from '../fixtures/exec
 import { launchTarget, startTarget, type LaunchedTarget, type TargetProcess } from '../fixtures/target-process.js';
 import { startReplicaProcess, type ReplicaProcess } from '../fixtures/replica-process.js';
 import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.js';
-import { qemuIoSession } from '../fixtures/qemu-io-session.js';
+import { qemuIo, qemuIoSession, waitFor } from '../fixtures/qemu-io-session.js';
 import { selectSuperblock, SUPERBLOCK_REGION_BYTES } from '../../src/replica/superblock.js';
 
 const MiB = 1 << 20;
@@ -20,27 +20,6 @@ t.setTimeout(9 * 60_000);
 
 function explain(r: RunResult): Record<string, unknown> {
   return { code: r.code, signal: r.signal, stdout: r.stdout.slice(-2000), stderr: r.stderr.slice(-2000) };
-}
-
-function failedOutput(r: RunResult): boolean {
-  return r.code !== 0 || /Pattern verification failed|failed:|error/i.test(r.stdout + r.stderr);
-}
-
-async function qemuIo(tt: Test, url: string, name: string, commands: readonly string[]): Promise<RunResult> {
-  const args = ['-f', 'raw'];
-  for (const c of commands) args.push('-c', c);
-  args.push(url);
-  const r = await runCommand(requireTool('qemu-io'), args, { timeoutMs: STEP_TIMEOUT_MS, t: tt });
-  tt.notOk(failedOutput(r), `qemu-io ${name}`, explain(r));
-  return r;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 /** Target log lines (pino JSON) with this message, optionally for one replica. */

@@ -8,11 +8,11 @@
 // (c) persistent reservations (registrations and the reservation) survive a failover to another
 //     target instance with an empty data directory: they are kept on the replicas.
 import t, { type Test } from 'tap';
-import { connect, createServer, type Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { launchTarget, type LaunchedTarget, type TargetProcess } from '../fixtures/target-process.js';
 import { startReplicaProcess, type ReplicaProcess } from '../fixtures/replica-process.js';
+import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.js';
 import { TestInitiator } from '../fixtures/initiator.js';
 import { cdb10 } from '../fixtures/scsi-harness.js';
 import { sleep } from '../fixtures/exec.js';
@@ -27,51 +27,9 @@ const GOOD = 0;
 const CHECK_CONDITION = 2;
 const RESERVATION_CONFLICT = 0x18;
 
-/** A TCP forwarder whose upstream can be switched; switching cuts every forwarded connection. */
-interface Router {
-  readonly address: string;
-  switchTo(port: number): void;
-}
-
-async function startRouter(tt: Test): Promise<Router> {
-  let upstream = 0;
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const up = connect({ host: '127.0.0.1', port: upstream });
-    sockets.add(client);
-    sockets.add(up);
-    const drop = (): void => {
-      client.destroy();
-      up.destroy();
-      sockets.delete(client);
-      sockets.delete(up);
-    };
-    for (const s of [client, up]) {
-      s.on('error', drop);
-      s.on('close', drop);
-    }
-    client.pipe(up);
-    up.pipe(client);
-  });
-  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
-  tt.teardown(() => new Promise<void>((res) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => res());
-  }));
-  const port = (server.address() as { port: number }).port;
-  return {
-    address: `127.0.0.1:${port}`,
-    switchTo: (p) => {
-      upstream = p;
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-    },
-  };
-}
-
 interface Volume {
   readonly uuid: string;
-  readonly router: Router;
+  readonly router: TcpProxy;
   readonly replicas: ReplicaProcess[];
   /** Control clients of r1..rK (from their ready lines). */
   readonly controls: ReplicaControlClient[];
@@ -85,7 +43,9 @@ interface Volume {
 
 async function volume(tt: Test, k = 3): Promise<Volume> {
   const uuid = randomUUID();
-  const router = await startRouter(tt);
+  // No upstream until the first target listens: a connection before that is refused and cut.
+  const router = await startTcpProxy({ host: '127.0.0.1', port: 0 });
+  tt.teardown(() => router.close());
   const replicaDir = tt.testdir();
   const replicas: ReplicaProcess[] = [];
   const controls: ReplicaControlClient[] = [];
@@ -95,7 +55,7 @@ async function volume(tt: Test, k = 3): Promise<Volume> {
       args: ['--external-replicas', '--volume-uuid', uuid, '--size', String(SIZE), '--replicas', String(k), '--data-dir', dataDir,
         '--replica-hold', '5', '--nop-in-interval', '0'],
     });
-    router.switchTo(launched.replicaAddress.port);
+    router.setUpstream(launched.replicaAddress.port);
     return launched;
   };
   // The first target must be listening before the replicas dial, so they connect at once.
@@ -247,7 +207,7 @@ t.test('(b) a frozen target cannot write after another one took over', async (t)
   // B crashes and the replicas are routed back to A (a stale endpoint); A wakes up and writes.
   process.kill(b.pid, 'SIGKILL');
   await b.stop();
-  v.router.switchTo(a.replicaAddress.port);
+  v.router.setUpstream(a.replicaAddress.port);
   process.kill(a.pid, 'SIGCONT');
   const stale = await write10(ia, 100, pattern(0x22, 8), 60_000);
   t.equal(stale.status, CHECK_CONDITION, 'the stale target\'s write fails');

@@ -9,7 +9,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { killChild, requireTool, runCommand, type RunResult } from '../fixtures/exec.js';
 import { startTarget, TARGET_MAIN, type TargetProcess } from '../fixtures/target-process.js';
-import { qemuIoSession } from '../fixtures/qemu-io-session.js';
+import { qemuIo, qemuIoSession } from '../fixtures/qemu-io-session.js';
 import { parseExposition } from '../fixtures/prometheus.js';
 import { parseEndpoints } from '../../src/protocol/management/endpoints.js';
 import type { VolumeStatus } from '../../src/protocol/management/management-codec.js';
@@ -47,12 +47,9 @@ async function scrape(target: TargetProcess): Promise<Map<string, number>> {
   return parseExposition(await (await fetch(`${metricsUrl(target)}/metrics`)).text());
 }
 
-async function qemuIo(tt: Test, url: string, commands: string[]): Promise<RunResult> {
-  const args = ['-f', 'raw'];
-  for (const c of commands) args.push('-c', c);
-  const r = await runCommand(requireTool('qemu-io'), [...args, url], { timeoutMs: 120_000, t: tt });
-  tt.ok(r.code === 0 && !/failed|error/i.test(r.stdout + r.stderr), `qemu-io ${commands.join('; ')}`, { out: (r.stdout + r.stderr).slice(-1500) });
-  return r;
+/** qemu-io with its commands as the assertion's name; any "failed" in the output (not only "failed:") fails it. */
+async function qemuIoAll(tt: Test, url: string, commands: readonly string[]): Promise<RunResult> {
+  return qemuIo(tt, url, commands.join('; '), commands, { failure: /failed|error/i });
 }
 
 t.test('k=3: status, metrics after known I/O, watch a rebuild, resize, rate, eject, sessions', async (t) => {
@@ -74,7 +71,7 @@ t.test('k=3: status, metrics after known I/O, watch a rebuild, resize, rate, eje
 
   // Known I/O: qemu-io issues one SCSI command per request of this size; opening a raw image writes nothing.
   const before = await scrape(target);
-  await qemuIo(t, url, ['write -P 0x5a 0 64k', 'write -P 0x5a 64k 64k', 'write -P 0x5a 128k 64k', 'write -P 0x5a 192k 64k', 'read -P 0x5a 0 64k', 'read -P 0x5a 64k 64k']);
+  await qemuIoAll(t, url, ['write -P 0x5a 0 64k', 'write -P 0x5a 64k 64k', 'write -P 0x5a 128k 64k', 'write -P 0x5a 192k 64k', 'read -P 0x5a 0 64k', 'read -P 0x5a 64k 64k']);
   const after = await scrape(target);
   const delta = (name: string): number => (after.get(name) ?? 0) - (before.get(name) ?? 0);
   t.equal(delta('openebs_writes'), 4, 'four writes counted');
@@ -98,7 +95,7 @@ t.test('k=3: status, metrics after known I/O, watch a rebuild, resize, rate, eje
   watch.stdout.setEncoding('utf8').on('data', (c: string) => { watched += c; });
   process.kill(target.replicaPids('r2')[0]!, 'SIGKILL');
   await waitFor('r2 out of the quorum', async () => ((await status(t, target)).replicas[1]!.quorum ? undefined : true), 30_000);
-  await qemuIo(t, url, ['write -P 0x66 1M 40M']);
+  await qemuIoAll(t, url, ['write -P 0x66 1M 40M']);
   await waitFor('r2 rebuilt', () => (target.stdoutLines().some((l) => /^rebuild complete r2 /.test(l)) ? true : undefined), 120_000);
   killChild(watch, 2000);
   t.match(watched, /rebuild r2 [█░]+\s+\d+\.\d%\s+[\d.]+ \w?i?B \/ [\d.]+ \w?iB\s+[\d.]+ \w?iB\/s\s+ETA \d/, 'status --watch showed the rebuild with a progress bar and an ETA');
@@ -125,7 +122,7 @@ t.test('k=3: status, metrics after known I/O, watch a rebuild, resize, rate, eje
   await session.close();
   const cap = await runCommand(requireTool('iscsi-readcapacity16'), ['-s', url], { timeoutMs: 30_000, t });
   t.equal(cap.stdout.trim(), String(96 << 20), 'READ CAPACITY (16) reports the new size in bytes');
-  await qemuIo(t, url, ['write -P 0x77 90M 1M', 'read -P 0x77 90M 1M']);
+  await qemuIoAll(t, url, ['write -P 0x77 90M 1M', 'read -P 0x77 90M 1M']);
 
   // Rebuild rate and ejection.
   const rate = await ctl(t, 'rebuild', 'rate', '50', '--data-dir', target.dataDir);
@@ -139,7 +136,7 @@ t.test('k=3: status, metrics after known I/O, watch a rebuild, resize, rate, eje
   const second = await ctl(t, 'replica', 'eject', 'r2', '--data-dir', target.dataDir);
   t.equal(second.code, 1, 'a second ejection would drop below the write quorum');
   t.match(second.stderr, /would leave fewer in-sync replicas than the write quorum/);
-  await qemuIo(t, url, ['read -P 0x5a 0 256k', 'read -P 0x66 1M 40M', 'read -P 0x77 90M 1M']);
+  await qemuIoAll(t, url, ['read -P 0x5a 0 256k', 'read -P 0x66 1M 40M', 'read -P 0x77 90M 1M']);
 
   t.equal(await target.stop(), 0, 'clean stop');
   const gone = await ctl(t, 'status', '--data-dir', target.dataDir);

@@ -1,36 +1,14 @@
 // The main job end to end with its replica process: qemu-io writes and reads over iscsi:// while
 // the replica process is killed with SIGKILL (the supervisor restarts it, the journal recovers it,
 // I/O is held and re-issued), and across a target restart on the same data directory.
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCommand, requireTool, type RunResult } from '../fixtures/exec.js';
+import { runCommand } from '../fixtures/exec.js';
 import { startTarget } from '../fixtures/target-process.js';
+import { qemuIo, waitFor } from '../fixtures/qemu-io-session.js';
 
-const STEP_TIMEOUT_MS = 120_000;
 t.setTimeout(10 * 60_000);
-
-function explain(r: RunResult): Record<string, unknown> {
-  return { code: r.code, signal: r.signal, stdout: r.stdout.slice(-2000), stderr: r.stderr.slice(-2000) };
-}
-
-async function qemuIo(tt: Test, url: string, name: string, commands: string[]): Promise<RunResult> {
-  const args = ['-f', 'raw'];
-  for (const c of commands) args.push('-c', c);
-  args.push(url);
-  const r = await runCommand(requireTool('qemu-io'), args, { timeoutMs: STEP_TIMEOUT_MS, t: tt });
-  const ok = r.code === 0 && !/Pattern verification failed|failed:|error/i.test(r.stdout + r.stderr);
-  tt.ok(ok, `qemu-io ${name}`, explain(r));
-  return r;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 t.test('k=1: the replica killed with SIGKILL during I/O: the volume pauses, recovers, loses nothing', async (t) => {
   const target = await startTarget(t, { args: ['--size', '64M', '--replicas', '1', '--restart-delay', '1', '--replica-hold', '30'] });
