@@ -90,18 +90,20 @@ export class TargetStateKeeper {
     });
   }
 
-  /** Best effort: give a replica that (re)joined the current blob. */
-  push(replica: { readonly id: string; readonly controlAddress: string }): Promise<void> {
-    return this.#serialised(async () => {
-      if (this.#generation === 0) return;
-      const blob: TargetStateMessage = { generation: this.#generation, epoch: this.#epoch, entries: this.#entries };
-      try {
-        await this.#client(replica.controlAddress).putTargetState(blob, { deadlineMs: this.#deadlineMs });
-        this.#logger.debug({ replica: replica.id, generation: blob.generation }, 'target state pushed to a replica');
-      } catch (err) {
-        this.#logger.warn({ replica: replica.id, err }, 'cannot push the target state to a replica');
-      }
-    });
+  /**
+   * Best effort: give a replica that (re)joined the current blob. Not queued behind saves (a
+   * PERSISTENT RESERVE OUT must not wait for k pushes): the replica refuses a generation older than
+   * the one it holds, so a push overtaken by a newer save is refused there, never stored over it.
+   */
+  async push(replica: { readonly id: string; readonly controlAddress: string }): Promise<void> {
+    if (this.#generation === 0) return;
+    const blob: TargetStateMessage = { generation: this.#generation, epoch: this.#epoch, entries: this.#entries };
+    try {
+      await this.#client(replica.controlAddress).putTargetState(blob, { deadlineMs: this.#deadlineMs });
+      this.#logger.debug({ replica: replica.id, generation: blob.generation }, 'target state pushed to a replica');
+    } catch (err) {
+      this.#logger.warn({ replica: replica.id, err }, 'cannot push the target state to a replica');
+    }
   }
 
   close(): void {
