@@ -44,7 +44,8 @@ export class TargetStateKeeper {
   readonly #deadlineMs: number;
   readonly #logger: Logger;
   readonly #connect: ControlClientFactory;
-  readonly #clients = new Map<string, ReplicaControlClient>();
+  /** One control client per replica id, for the address it has now. */
+  readonly #clients = new Map<string, { readonly address: string; readonly client: ReplicaControlClient }>();
   #entries: ReadonlyMap<string, Buffer>;
   /** Generation of #entries. */
   #generation: number;
@@ -99,7 +100,7 @@ export class TargetStateKeeper {
     if (this.#generation === 0) return;
     const blob: TargetStateMessage = { generation: this.#generation, epoch: this.#epoch, entries: this.#entries };
     try {
-      await this.#client(replica.controlAddress).putTargetState(blob, { deadlineMs: this.#deadlineMs });
+      await this.#client(replica).putTargetState(blob, { deadlineMs: this.#deadlineMs });
       this.#logger.debug({ replica: replica.id, generation: blob.generation }, 'target state pushed to a replica');
     } catch (err) {
       this.#logger.warn({ replica: replica.id, err }, 'cannot push the target state to a replica');
@@ -108,7 +109,7 @@ export class TargetStateKeeper {
 
   close(): void {
     this.#closed = true;
-    for (const c of this.#clients.values()) c.close();
+    for (const c of this.#clients.values()) c.client.close();
     this.#clients.clear();
   }
 
@@ -120,7 +121,7 @@ export class TargetStateKeeper {
       const failures: string[] = [];
       let done = false;
       for (const r of replicas) {
-        this.#client(r.controlAddress).putTargetState(blob, { deadlineMs: this.#deadlineMs }).then(
+        this.#client(r).putTargetState(blob, { deadlineMs: this.#deadlineMs }).then(
           () => {
             if (!r.counts) return;
             acks++;
@@ -146,15 +147,17 @@ export class TargetStateKeeper {
     });
   }
 
-  #client(address: string): ReplicaControlClient {
+  /** A replica that came back at another address (a rescheduled pod) gets a new client; the old one is closed. */
+  #client(replica: { readonly id: string; readonly controlAddress: string }): ReplicaControlClient {
     if (this.#closed) throw new TargetStateError('the target state keeper is closed');
-    let c = this.#clients.get(address);
-    if (c === undefined) {
-      c = this.#connect(address);
-      this.#clients.set(address, c);
-    }
-    return c;
+    const known = this.#clients.get(replica.id);
+    if (known !== undefined && known.address === replica.controlAddress) return known.client;
+    known?.client.close();
+    const client = this.#connect(replica.controlAddress);
+    this.#clients.set(replica.id, { address: replica.controlAddress, client });
+    return client;
   }
+
 
   #serialised<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.#chain.then(fn, fn);
