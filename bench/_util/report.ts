@@ -2,24 +2,7 @@
 // (machine), plus a progress line on stderr so stdout stays parseable.
 import { isatty } from 'node:tty';
 
-export interface Column {
-  readonly header: string;
-  readonly align?: 'left' | 'right';
-}
-
-/** Format rows of cells as an aligned text table with a header rule. */
-export function formatTable(columns: readonly Column[], rows: readonly (readonly string[])[]): string {
-  const widths = columns.map((c, i) => Math.max(c.header.length, ...rows.map(r => (r[i] ?? '').length)));
-  const fmt = (cells: readonly string[]): string =>
-    columns.map((c, i) => {
-      const cell = cells[i] ?? '';
-      const w = widths[i] ?? 0;
-      return c.align === 'right' ? cell.padStart(w) : cell.padEnd(w);
-    }).join('  ').trimEnd();
-  const lines = [fmt(columns.map(c => c.header)), widths.map(w => '-'.repeat(w)).join('  ')];
-  for (const r of rows) lines.push(fmt(r));
-  return lines.join('\n');
-}
+export { formatTable, type Column } from '../../src/shared/text-table.js';
 
 /** Thousands separators without locale surprises (the output is compared across machines). */
 export function fmtInt(n: number): string {

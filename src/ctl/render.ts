@@ -2,6 +2,7 @@
 // Pure functions of the management replies, so the output is testable without a terminal.
 import cliProgress from 'cli-progress';
 import type { RebuildProgress, Session, VolumeStatus } from '../protocol/management/management-codec.js';
+import { formatTable } from '../shared/text-table.js';
 
 const BAR_WIDTH = 30;
 const BAR_OPTIONS = {
@@ -28,11 +29,9 @@ export function formatDuration(seconds: number): string {
   return cliProgress.Format.TimeFormat(Math.round(seconds), BAR_OPTIONS as never, 1) as string;
 }
 
-/** Columns padded to their widest cell. */
+/** Columns padded to their widest cell, all left-aligned. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+  return formatTable(header.map((h) => ({ header: h })), rows);
 }
 
 export function rebuildLine(id: string, r: RebuildProgress): string {
