@@ -120,6 +120,12 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   /** Capacity a returning replica was resized to on its way in (it missed a grow). */
   const resizedTo = new Map<string, number>();
   let stoppingTarget = false;
+  /** Connections the target closed itself (a duplicate, a refusal, left out of the fence): not errors. */
+  const closedByTarget = new WeakSet<ReplicaConnection>();
+  const closeOnPurpose = (c: ReplicaConnection): void => {
+    closedByTarget.add(c);
+    void c.close();
+  };
   let volume: ReplicaVolume | ReplicatedVolume | undefined;
   let orchestrator: RebuildOrchestrator | undefined;
   let epoch = 0;
@@ -170,11 +176,11 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       const id = connection.hello.replicaId;
       connectedAt.set(id, Date.now());
       connection.onClose(() => {
-        if (!stoppingTarget) counters.replicaConnectionErrors++;
+        if (!stoppingTarget && !closedByTarget.has(connection)) counters.replicaConnectionErrors++;
       });
       if (volume === undefined) {
         const previous = startup.get(connection.hello.replicaId);
-        if (previous !== undefined && previous !== connection) void previous.close();
+        if (previous !== undefined && previous !== connection) closeOnPurpose(previous);
         startup.set(connection.hello.replicaId, connection);
         wake.fn?.();
         return;
@@ -184,7 +190,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
         logger.info({ replica: connection.hello.replicaId }, 'replica connected');
       } catch (err) {
         logger.error({ err, replica: connection.hello.replicaId }, 'replica refused');
-        void connection.close();
+        closeOnPurpose(connection);
       }
     },
   });
@@ -262,7 +268,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       });
     }
     // Connected while the epoch was being established, or refused it: they redial and are fenced then.
-    for (const c of startup.values()) if (!present.includes(c)) void c.close();
+    for (const c of startup.values()) if (!present.includes(c)) closeOnPurpose(c);
     logger.info({ replicas: present.map((c) => c.hello.replicaId), epoch, highestIoSeq: highestAtStart }, 'volume assembled');
   } catch (err) {
     await stopReplicas();
