@@ -276,7 +276,6 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     throw err;
   }
   const device = volume;
-  const assembled = volume;
   const scsi = await ScsiTargetDevice.create({
     device: new MeteredDevice(device, ops.ioObserver),
     serial: identity.uuid.replace(/-/g, ''),
@@ -305,7 +304,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     addresses: () => {
       const out = new Map<string, string>();
       for (const id of replicaIds) {
-        const c = assembled instanceof ReplicatedVolume ? assembled.connectionOf(id) : assembled.connection;
+        const c = device instanceof ReplicatedVolume ? device.connectionOf(id) : device.connection;
         if (c !== undefined && c.isOpen) out.set(id, c.hello.controlAddress);
       }
       return out;
@@ -315,13 +314,13 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   const view = new VolumeView({
     name: volumeName, uuid: identity.uuid, iqn: config.iqn, portal: portalText, startedAt, replicaIds, writeQuorum,
     epoch: () => epoch,
-    volume: assembled,
+    volume: device,
     orchestrator,
     connectedAt: (id) => connectedAt.get(id),
     poller,
     counters,
     sessions: () => [...node.sessions()].filter((s) => s.sessionType === 'Normal').map(sessionInfo),
-    grow: (bytes) => growVolume(assembled, bytes, logger),
+    grow: (bytes) => growVolume(device, bytes, logger),
     rebuildRate: {
       get: () => (orchestrator?.rateCapBytesPerSec ?? config.rebuildRateMiBs * 2 ** 20) / 2 ** 20,
       set: async (mib) => {
@@ -330,39 +329,31 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       },
     },
     eject: async (id, reason) => {
-      if (!(assembled instanceof ReplicatedVolume)) throw new ManagementError('FAILED_PRECONDITION', 'a single-replica volume cannot eject its replica');
-      assembled.markDegraded(id, reason);
-      return assembled.replicaStates().find((r) => r.replicaId === id)?.state ?? 'offline';
+      if (!(device instanceof ReplicatedVolume)) throw new ManagementError('FAILED_PRECONDITION', 'a single-replica volume cannot eject its replica');
+      device.markDegraded(id, reason);
+      return device.replicaStates().find((r) => r.replicaId === id)?.state ?? 'offline';
     },
   });
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await ops.close();
+      poller.close();
+      await portal.close();
+      await scsi.close();
+      await device.close();
+      targetState?.close();
+      await stopReplicas();
+    })();
+    return stopping;
+  };
   try {
     await ops.attach(view, config.iqn, portalText);
   } catch (err) {
-    poller.close();
-    await portal.close();
-    await scsi.close();
-    await device.close();
-    await stopReplicas();
-    await ops.close();
+    await stop();
     throw err;
   }
-  let stopping: Promise<void> | undefined;
-  return {
-    portal: address,
-    iqn: config.iqn,
-    stop: () => {
-      stopping ??= (async () => {
-        await ops.close();
-        poller.close();
-        await portal.close();
-        await scsi.close();
-        await device.close();
-        targetState?.close();
-        await stopReplicas();
-      })();
-      return stopping;
-    },
-  };
+  return { portal: address, iqn: config.iqn, stop };
 }
 
 async function main(): Promise<void> {
