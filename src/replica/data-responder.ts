@@ -6,11 +6,10 @@
 import type { Socket } from 'node:net';
 import { FrameReader, type ReceivedFrame } from '../protocol/replica/frame-reader.js';
 import {
-  DEFAULT_MAX_PAYLOAD_LENGTH, FrameFlag, MAX_IO_LENGTH, Opcode, ReplicaStatus, encodeErrorMessage, encodeFrame, encodeHeader,
+  DEFAULT_MAX_PAYLOAD_LENGTH, FrameFlag, MAX_IO_LENGTH, Opcode, ReplicaStatus, encodeErrorMessage, encodeFrameWithCrc,
   encodeIoSeqs, encodeMapStatus, statusForStoreErrorCode, statusName, type FrameError, type FrameHeader,
   type ReplicaStatusName, type ReplicaStatusValue,
 } from '../protocol/replica/frame.js';
-import { crc32c } from '../protocol/iscsi/digest.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreError, type ReplicaStoreApi } from './store-api.js';
 import { errorMessage } from '../shared/errors.js';
@@ -335,18 +334,11 @@ export class DataResponder {
       offset: offset ?? h.offset,
       length: h.length,
     };
-    let buffers: Buffer[];
-    if (data !== undefined && dataCrc !== undefined && data.length > 0) {
-      // The store already verified the data's checksum: continue it over the trailer, no second pass.
-      const crc = trailer === undefined || trailer.length === 0 ? dataCrc : crc32c(trailer, dataCrc);
-      const header = encodeHeader(fields, data.length + (trailer?.length ?? 0), crc);
-      buffers = trailer === undefined ? [header, data] : [header, data, trailer];
-    } else {
-      const parts: Buffer[] = [];
-      if (data !== undefined) parts.push(data);
-      if (trailer !== undefined) parts.push(trailer);
-      buffers = encodeFrame(fields, ...parts);
-    }
+    const parts: Buffer[] = [];
+    if (data !== undefined) parts.push(data);
+    if (trailer !== undefined) parts.push(trailer);
+    // The store already verified the data's checksum: the frame's continues from it, no second pass.
+    const buffers = encodeFrameWithCrc(fields, data !== undefined ? dataCrc : undefined, ...parts);
     if (!this.#corked) {
       // Every response completed in this tick leaves in one writev.
       this.#corked = true;

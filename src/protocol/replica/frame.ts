@@ -162,11 +162,21 @@ export function encodeHeader(fields: FrameFields, payloadLength = 0, payloadCrc 
  * several parts (a READ response's data and its io_seq trailer) so nothing is concatenated.
  */
 export function encodeFrame(fields: FrameFields, ...payload: Buffer[]): Buffer[] {
+  return encodeFrameWithCrc(fields, undefined, ...payload);
+}
+
+/**
+ * encodeFrame when the CRC32C of the first part is already known (a store read's verified
+ * checksum): the payload CRC continues from it over the other parts, with no second pass.
+ */
+export function encodeFrameWithCrc(fields: FrameFields, firstPartCrc: number | undefined, ...payload: Buffer[]): Buffer[] {
   let length = 0;
   let crc = 0;
-  for (const part of payload) {
+  for (let i = 0; i < payload.length; i++) {
+    const part = payload[i]!;
     if (part.length === 0) continue;
-    crc = length === 0 ? crc32c(part) : crc32c(part, crc);
+    if (length > 0) crc = crc32c(part, crc);
+    else crc = i === 0 && firstPartCrc !== undefined ? firstPartCrc : crc32c(part);
     length += part.length;
   }
   return [encodeHeader(fields, length, crc), ...payload];
