@@ -195,13 +195,13 @@ t.test('uint64 beyond 2^53 - 1: refused locally by the client, INVALID_ARGUMENT 
 t.test('deadline exceeded', async (t) => {
   const { client } = await harness(t, {
     status: async () => {
-      await sleep(400);
+      await sleep(3000);
       return baseStatus;
     },
   });
   const started = Date.now();
   t.equal(await codeOf(client.status({ deadlineMs: 50 })), grpc.status.DEADLINE_EXCEEDED);
-  t.ok(Date.now() - started < 350, 'gave up at the deadline');
+  t.ok(Date.now() - started < 1500, 'gave up at the deadline');
 });
 
 t.test('unary call aborted by signal rejects with the reason', async (t) => {
