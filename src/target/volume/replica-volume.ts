@@ -8,7 +8,6 @@
 import type { Logger } from '../../shared/logger.js';
 import { BlockDeviceError, type BlockDevice, type BlockDeviceWriteOptions } from './block-device.js';
 import type { ReplicaConnection } from './replica-connection.js';
-import type { ReplicaHello } from '../../protocol/replica/frame.js';
 import { ReplicaBlockDevice } from './replica-device.js';
 import type { TargetStateKeeper } from './target-state-keeper.js';
 
@@ -31,8 +30,6 @@ export class ReplicaVolume implements BlockDevice {
   readonly #holdMs: number;
   #blockCount: bigint;
   #current: ReplicaBlockDevice | undefined;
-  /** HELLO of the replica behind #current (its control address). */
-  #hello: ReplicaHello | undefined;
   #lastIssued = 0;
   #waiters = new Set<() => void>();
   readonly #listeners = new Set<(n: bigint) => void>();
@@ -84,7 +81,6 @@ export class ReplicaVolume implements BlockDevice {
     });
     device.grow(this.#blockCount);
     this.#current = device;
-    this.#hello = hello;
     void this.#o.targetState?.push({ id: hello.replicaId, controlAddress: hello.controlAddress });
     if (previous !== undefined) void previous.close().catch(() => undefined);
     connection.onClose((reason) => {
@@ -179,8 +175,8 @@ export class ReplicaVolume implements BlockDevice {
   async saveState(key: string, value: Buffer): Promise<void> {
     const keeper = this.#o.targetState;
     if (keeper === undefined) throw new Error('no target state store');
-    if (this.#current === undefined) await this.#waitForReplica(Date.now() + this.#holdMs);
-    const hello = this.#hello!;
+    const device = this.#current ?? await this.#waitForReplica(Date.now() + this.#holdMs);
+    const hello = device.connection.hello;
     await keeper.save(key, value, [{ id: hello.replicaId, controlAddress: hello.controlAddress, counts: true }]);
   }
 
