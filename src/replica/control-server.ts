@@ -23,6 +23,13 @@ import type { Logger } from '../shared/logger.js';
 import { formatHostPort } from '../shared/cli-values.js';
 import { StoreError, type ChunkRun } from './store-api.js';
 import { errorMessage } from '../shared/errors.js';
+import {
+  bindGrpcServer,
+  explicitGrpcStatus,
+  GrpcStatusError,
+  shutdownGrpcServer,
+  type GrpcStatusName,
+} from '../shared/grpc-server.js';
 
 export interface ReplicaControlHandlers {
   status(): Promise<StatusReply>;
@@ -60,15 +67,11 @@ export interface ReplicaControlHandlers {
   putTargetState?(state: TargetStateMessage): Promise<void>;
 }
 
-type GrpcStatusName = Exclude<keyof typeof grpc.status, 'OK'>;
-
 /** A handler failure with an explicit gRPC status, for conditions StoreError does not name. */
-export class ControlError extends Error {
-  readonly code: GrpcStatusName;
+export class ControlError extends GrpcStatusError {
   constructor(code: GrpcStatusName, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'ControlError';
-    this.code = code;
   }
 }
 
@@ -80,7 +83,8 @@ export interface GrpcStatus {
 /** The one place handler failures become gRPC statuses. */
 export function toGrpcStatus(err: unknown): GrpcStatus {
   const details = errorMessage(err);
-  if (err instanceof ControlError) return { code: grpc.status[err.code], details };
+  const explicit = explicitGrpcStatus(err);
+  if (explicit !== undefined) return { code: explicit, details };
   if (err instanceof StoreError) {
     switch (err.code) {
       case 'ESTALE_EPOCH':
@@ -250,27 +254,14 @@ export async function startControlServer(options: ControlServerOptions): Promise
     status, setEpoch, resize, rebuild, rebuildEstimate, startRebuild, getTargetState, putTargetState, setRebuildRate,
   });
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(formatHostPort(host, options.port ?? 0), grpc.ServerCredentials.createInsecure(), (err, bound) => {
-      if (err) reject(err);
-      else resolve(bound);
-    });
-  });
+  const port = await bindGrpcServer(server, host, options.port ?? 0);
   const address = formatHostPort(host, port);
   log.info({ address }, 'control server listening');
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    closing ??= new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        log.warn({ shutdownTimeoutMs }, 'control server graceful shutdown timed out; forcing');
-        server.forceShutdown();
-        resolve();
-      }, shutdownTimeoutMs);
-      server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+    closing ??= shutdownGrpcServer(server, shutdownTimeoutMs, () => {
+      log.warn({ shutdownTimeoutMs }, 'control server graceful shutdown timed out; forcing');
     }).then(() => log.info({ address }, 'control server closed'));
     return closing;
   };

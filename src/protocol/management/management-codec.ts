@@ -5,6 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
+import { GrpcStatusError } from '../../shared/grpc-server.js';
 
 export type VolumePhase = 'Healthy' | 'Degraded' | 'Offline';
 export type ReplicaMode = 'Healthy' | 'Degraded' | 'Rebuilding' | 'Offline';
@@ -131,12 +132,10 @@ export type ManagementHandlers = {
 };
 
 /** A handler's refusal with the gRPC status to report (e.g. FAILED_PRECONDITION for a shrink). */
-export class ManagementError extends Error {
-  readonly code: keyof typeof grpc.status;
+export class ManagementError extends GrpcStatusError<keyof typeof grpc.status> {
   constructor(code: keyof typeof grpc.status, message: string) {
-    super(message);
+    super(code, message);
     this.name = 'ManagementError';
-    this.code = code;
   }
 }
 

@@ -2,14 +2,16 @@
 // by main.ts; this file owns the plumbing and the mapping of failures to gRPC statuses.
 import grpc from '@grpc/grpc-js';
 import {
-  ManagementError,
   volumeManagementDefinition,
   type ManagementHandlers,
   type MethodName,
 } from '../../protocol/management/management-codec.js';
 import type { Logger } from '../../shared/logger.js';
-import { formatHostPort } from '../../shared/cli-values.js';
 import { errorMessage } from '../../shared/errors.js';
+import { bindGrpcServer, explicitGrpcStatus, shutdownGrpcServer } from '../../shared/grpc-server.js';
+
+// In-flight management calls are short; do not let a stuck one delay shutdown.
+const SHUTDOWN_TIMEOUT_MS = 2_000;
 
 export class ManagementServer {
   readonly #server = new grpc.Server();
@@ -22,12 +24,9 @@ export class ManagementServer {
         handler(call.request).then(
           (reply) => callback(null, reply),
           (err: unknown) => {
-            const known = err instanceof ManagementError;
-            if (!known) logger.error({ err, method: name }, 'management call failed');
-            callback({
-              code: known ? grpc.status[err.code] : grpc.status.INTERNAL,
-              details: errorMessage(err),
-            });
+            const explicit = explicitGrpcStatus(err);
+            if (explicit === undefined) logger.error({ err, method: name }, 'management call failed');
+            callback({ code: explicit ?? grpc.status.INTERNAL, details: errorMessage(err) });
           },
         );
       };
@@ -35,24 +34,11 @@ export class ManagementServer {
     this.#server.addService(volumeManagementDefinition, implementation);
   }
 
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const address = formatHostPort(host, port);
-    return new Promise((resolve, reject) => {
-      this.#server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) reject(err);
-        else resolve({ host, port: bound });
-      });
-    });
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return { host, port: await bindGrpcServer(this.#server, host, port) };
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      // In-flight management calls are short; do not let a stuck one delay shutdown.
-      const force = setTimeout(() => this.#server.forceShutdown(), 2_000);
-      this.#server.tryShutdown(() => {
-        clearTimeout(force);
-        resolve();
-      });
-    });
+    return shutdownGrpcServer(this.#server, SHUTDOWN_TIMEOUT_MS);
   }
 }
