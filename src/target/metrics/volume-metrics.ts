@@ -38,6 +38,16 @@ export interface VolumeMetricsSource {
   };
 }
 
+/** Everything one scrape reads from the source, read once. */
+interface SourceSnapshot {
+  readonly sizeBytes: number;
+  readonly blockSize: number;
+  readonly phase: VolumeState;
+  readonly replicas: readonly ReplicaSample[];
+  readonly rebuildsRunning: readonly RebuildSample[];
+  readonly counters: ReturnType<VolumeMetricsSource['counters']>;
+}
+
 /** cStor's encoding of openebs_volume_status. */
 const VOLUME_STATUS: Record<VolumeState, number> = { offline: 1, degraded: 2, healthy: 3 };
 const REPLICA_MODES: readonly ReplicaState[] = ['healthy', 'degraded', 'rebuilding', 'offline'];
@@ -77,48 +87,65 @@ export function createVolumeMetrics(source: VolumeMetricsSource): VolumeMetrics 
   });
   const latency: Record<IoKind, Histogram> = { read: histogram('read'), write: histogram('write'), sync: histogram('sync'), unmap: histogram('unmap') };
 
+  // A source call may rebuild the whole replica view and a dozen gauges read it: the first
+  // collect() of a scrape reads the source once, the others share that reading (one scrape is
+  // also self-consistent). registry.metrics() runs every collect() synchronously before its first
+  // await, so dropping the reading in a microtask ends it with the scrape; were that to change,
+  // scrapes would read the source more often, never stale values. Done here, not in the HTTP
+  // server, so every registry reader (getMetricsAsJSON too) shares it.
+  let snapshot: SourceSnapshot | undefined;
+  const snap = (): SourceSnapshot => {
+    if (snapshot === undefined) {
+      snapshot = {
+        sizeBytes: source.sizeBytes(), blockSize: source.blockSize(), phase: source.phase(),
+        replicas: source.replicas(), rebuildsRunning: source.rebuildsRunning(), counters: source.counters(),
+      };
+      queueMicrotask(() => { snapshot = undefined; });
+    }
+    return snapshot;
+  };
   const gauge = (name: string, help: string, collect: (g: Gauge) => void, labelNames: string[] = []): Gauge => new Gauge({
     name, help, labelNames, registers: [registry], collect() { collect(this); },
   });
-  gauge('openebs_size_of_volume', 'Size of the volume in bytes', (g) => g.set(source.sizeBytes()));
-  gauge('openebs_sector_size', 'Logical block size of the volume in bytes', (g) => g.set(source.blockSize()));
-  gauge('openebs_volume_status', 'Status of volume: (1, 2, 3, 4) = {Offline, Degraded, Healthy, Unknown}', (g) => g.set(VOLUME_STATUS[source.phase()]));
+  gauge('openebs_size_of_volume', 'Size of the volume in bytes', (g) => g.set(snap().sizeBytes));
+  gauge('openebs_sector_size', 'Logical block size of the volume in bytes', (g) => g.set(snap().blockSize));
+  gauge('openebs_volume_status', 'Status of volume: (1, 2, 3, 4) = {Offline, Degraded, Healthy, Unknown}', (g) => g.set(VOLUME_STATUS[snap().phase]));
   gauge('openebs_volume_uptime', 'Seconds since the volume started serving', (g) => {
     g.set({ volName: source.volumeName, castype: 'cstor' }, (Date.now() - startedAt) / 1000);
   }, ['volName', 'castype']);
-  const count = (mode: ReplicaState): number => source.replicas().filter((r) => r.mode === mode).length;
+  const count = (mode: ReplicaState): number => snap().replicas.filter((r) => r.mode === mode).length;
   gauge('openebs_healthy_replica_count', 'Replicas in sync (in the write quorum)', (g) => g.set(count('healthy')));
   gauge('openebs_degraded_replica_count', 'Replicas connected but not in sync (degraded or rebuilding)', (g) => g.set(count('degraded') + count('rebuilding')));
-  gauge('openebs_total_replica_count', 'Replicas connected to the target', (g) => g.set(source.replicas().filter((r) => r.mode !== 'offline').length));
+  gauge('openebs_total_replica_count', 'Replicas connected to the target', (g) => g.set(snap().replicas.filter((r) => r.mode !== 'offline').length));
   gauge('openebs_replica_mode', 'Replica mode (1 for the current one)', (g) => {
     g.reset();
-    for (const r of source.replicas()) for (const mode of REPLICA_MODES) g.set({ replica: r.replicaId, mode }, r.mode === mode ? 1 : 0);
+    for (const r of snap().replicas) for (const mode of REPLICA_MODES) g.set({ replica: r.replicaId, mode }, r.mode === mode ? 1 : 0);
   }, ['replica', 'mode']);
   gauge('openebs_inflight_io_count', 'Requests sent to a replica and not yet answered', (g) => {
     g.reset();
-    for (const r of source.replicas()) g.set({ replica: r.replicaId }, r.inFlight);
+    for (const r of snap().replicas) g.set({ replica: r.replicaId }, r.inFlight);
   }, ['replica']);
   gauge('openebs_rebuild_status', 'Rebuild running for the replica (1) or not (0)', (g) => {
     g.reset();
-    const running = new Set(source.rebuildsRunning().map((r) => r.replicaId));
-    for (const r of source.replicas()) g.set({ replica: r.replicaId }, running.has(r.replicaId) ? 1 : 0);
+    const running = new Set(snap().rebuildsRunning.map((r) => r.replicaId));
+    for (const r of snap().replicas) g.set({ replica: r.replicaId }, running.has(r.replicaId) ? 1 : 0);
   }, ['replica']);
   gauge('openebs_rebuild_done_bytes', 'Bytes copied so far by the running rebuild', (g) => {
     g.reset();
-    for (const r of source.rebuildsRunning()) g.set({ replica: r.replicaId }, r.bytesDone);
+    for (const r of snap().rebuildsRunning) g.set({ replica: r.replicaId }, r.bytesDone);
   }, ['replica']);
   gauge('openebs_rebuild_total_bytes', 'Bytes the running rebuild has to copy', (g) => {
     g.reset();
-    for (const r of source.rebuildsRunning()) g.set({ replica: r.replicaId }, r.bytesTotal);
+    for (const r of snap().rebuildsRunning) g.set({ replica: r.replicaId }, r.bytesTotal);
   }, ['replica']);
   // Totals kept by the volume: exposed as gauges set at scrape time (cStor's exporter does the same).
-  gauge('openebs_rebuild_bytes', 'Bytes copied by finished rebuilds', (g) => g.set(source.counters().rebuildBytes));
-  gauge('openebs_rebuild_count', 'Rebuilds finished', (g) => g.set(source.counters().rebuildsCompleted));
-  gauge('openebs_total_failed_rebuild', 'Rebuilds that failed', (g) => g.set(source.counters().rebuildsFailed));
-  gauge('openebs_connection_error_total', 'Replica connections lost', (g) => g.set(source.counters().replicaConnectionErrors));
-  gauge('openebs_read_repairs_total', 'Reads served from another replica after an error, with the bad copy rewritten', (g) => g.set(source.counters().readRepairs));
-  gauge('openebs_checksum_mismatches_total', 'Blocks whose stored checksum did not match their data on a read', (g) => g.set(source.counters().checksumMismatches));
-  gauge('openebs_iscsi_rejects_total', 'iSCSI Reject PDUs sent for malformed or unsupported requests', (g) => g.set(source.counters().iscsiRejects));
+  gauge('openebs_rebuild_bytes', 'Bytes copied by finished rebuilds', (g) => g.set(snap().counters.rebuildBytes));
+  gauge('openebs_rebuild_count', 'Rebuilds finished', (g) => g.set(snap().counters.rebuildsCompleted));
+  gauge('openebs_total_failed_rebuild', 'Rebuilds that failed', (g) => g.set(snap().counters.rebuildsFailed));
+  gauge('openebs_connection_error_total', 'Replica connections lost', (g) => g.set(snap().counters.replicaConnectionErrors));
+  gauge('openebs_read_repairs_total', 'Reads served from another replica after an error, with the bad copy rewritten', (g) => g.set(snap().counters.readRepairs));
+  gauge('openebs_checksum_mismatches_total', 'Blocks whose stored checksum did not match their data on a read', (g) => g.set(snap().counters.checksumMismatches));
+  gauge('openebs_iscsi_rejects_total', 'iSCSI Reject PDUs sent for malformed or unsupported requests', (g) => g.set(snap().counters.iscsiRejects));
   collectDefaultMetrics({ register: registry, prefix: 'cstor_target_' });
 
   const observer: IoObserver = {

@@ -97,3 +97,37 @@ t.test('openebs_* metrics after known I/O, and health endpoints', async (t) => {
   t.equal((await get('/nope')).status, 404);
   t.equal((await fetch(`http://127.0.0.1:${port}/metrics`, { method: 'POST' })).status, 405);
 });
+
+t.test('one scrape reads the source once, and the next scrape reads it again', async (t) => {
+  const calls = { sizeBytes: 0, blockSize: 0, phase: 0, replicas: 0, rebuildsRunning: 0, counters: 0 };
+  let replicas: ReplicaSample[] = [{ replicaId: 'r1', mode: 'healthy', inFlight: 1 }, { replicaId: 'r2', mode: 'rebuilding', inFlight: 0 }];
+  const metrics = createVolumeMetrics({
+    volumeName: 'vol1',
+    sizeBytes: () => { calls.sizeBytes++; return 4096; },
+    blockSize: () => { calls.blockSize++; return 512; },
+    phase: () => { calls.phase++; return 'degraded'; },
+    replicas: () => { calls.replicas++; return replicas; },
+    rebuildsRunning: () => { calls.rebuildsRunning++; return [{ replicaId: 'r2', bytesDone: 1, bytesTotal: 2 }]; },
+    counters: () => { calls.counters++; return { rebuildsCompleted: 0, rebuildsFailed: 0, rebuildBytes: 0, replicaConnectionErrors: 0, readRepairs: 0, checksumMismatches: 0, iscsiRejects: 0 }; },
+  });
+  const server = new MetricsServer({ registry: metrics.registry, notReadyReason: () => undefined, logger: createRootLogger({ level: 'silent' }) });
+  const { port } = await server.listen('127.0.0.1', 0);
+  t.teardown(() => server.close());
+  const scrape = async (): Promise<Map<string, number>> => parseExposition(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+
+  const first = await scrape();
+  t.same(calls, { sizeBytes: 1, blockSize: 1, phase: 1, replicas: 1, rebuildsRunning: 1, counters: 1 }, 'each source call once per scrape');
+  t.equal(first.get('openebs_healthy_replica_count'), 1);
+  t.equal(first.get('openebs_degraded_replica_count'), 1);
+  t.equal(first.get('openebs_rebuild_status{replica="r2"}'), 1);
+
+  replicas = [{ replicaId: 'r1', mode: 'healthy', inFlight: 0 }, { replicaId: 'r2', mode: 'healthy', inFlight: 0 }];
+  const second = await scrape();
+  t.equal(calls.replicas, 2, 'the second scrape reads afresh');
+  t.equal(second.get('openebs_healthy_replica_count'), 2, 'not the first scrape\'s reading');
+  t.equal(second.get('openebs_degraded_replica_count'), 0);
+
+  await metrics.registry.getMetricsAsJSON();
+  t.equal(calls.replicas, 3, 'other registry readers share one reading too');
+  t.equal(calls.counters, 3);
+});
