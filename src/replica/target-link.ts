@@ -2,6 +2,7 @@
 // HELLO, wait for the answer, then serve I/O on the same connection through a DataResponder. Any
 // close, error or refusal leads to a reconnect with jittered exponential backoff; a refusal waits the
 // maximum backoff, since retrying sooner will not change the target's mind.
+import { randomUUID } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { FrameReader } from '../protocol/replica/frame-reader.js';
 import {
@@ -42,6 +43,7 @@ const HELLO_TAG = 0;
 
 export class TargetLink {
   readonly #options: TargetLinkOptions;
+  readonly #instance: string;
   readonly #logger: Logger;
   readonly #minBackoff: number;
   readonly #maxBackoff: number;
@@ -60,6 +62,8 @@ export class TargetLink {
 
   constructor(options: TargetLinkOptions) {
     this.#options = options;
+    // One link per opening of the store (a process serves one store for its whole life).
+    this.#instance = randomUUID();
     this.#logger = options.logger.child({ target: `${options.host}:${options.port}` });
     this.#minBackoff = Math.max(1, options.minBackoffMs ?? 100);
     this.#maxBackoff = Math.max(this.#minBackoff, options.maxBackoffMs ?? 5000);
@@ -98,7 +102,7 @@ export class TargetLink {
 
   #hello(): ReplicaHello {
     // The store's identity and positions as they are now (rebuildingSince only while unfinished).
-    return { ...this.#options.store.info, controlAddress: this.#options.controlAddress, pid: process.pid };
+    return { ...this.#options.store.info, controlAddress: this.#options.controlAddress, pid: process.pid, instance: this.#instance };
   }
 
 

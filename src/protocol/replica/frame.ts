@@ -229,6 +229,12 @@ export interface ReplicaHello {
   readonly pid: number;
   /** Present while the replica's own rebuild is unfinished: it is out of sync since this io_seq. */
   readonly rebuildingSince?: number;
+  /**
+   * Random per opening of the replica's store, the same on every reconnection while that process
+   * serves it. A replica that comes back with the instance it left with still holds every write it
+   * acknowledged (a restart may lose unflushed ones), so the target can take it back without a rebuild.
+   */
+  readonly instance?: string;
 }
 
 const HELLO_STRINGS = ['volumeName', 'volumeUuid', 'replicaId', 'controlAddress'] as const;
@@ -239,6 +245,7 @@ export function encodeHello(hello: ReplicaHello): Buffer {
   for (const k of HELLO_STRINGS) out[k] = hello[k];
   for (const k of HELLO_NUMBERS) out[k] = hello[k];
   if (hello.rebuildingSince !== undefined) out['rebuildingSince'] = hello.rebuildingSince;
+  if (hello.instance !== undefined) out['instance'] = hello.instance;
   return Buffer.from(JSON.stringify(out), 'utf8');
 }
 
@@ -267,6 +274,11 @@ export function decodeHello(payload: Buffer): ReplicaHello {
   if (since !== undefined) {
     if (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0) throw new Error('HELLO field rebuildingSince must be a safe non-negative integer');
     out['rebuildingSince'] = since;
+  }
+  const instance = obj['instance'];
+  if (instance !== undefined) {
+    if (typeof instance !== 'string' || instance.length === 0 || instance.length > 128) throw new Error('HELLO field instance must be a string of 1 to 128 characters');
+    out['instance'] = instance;
   }
   const hello = out as unknown as ReplicaHello;
   if (hello.blockSize !== 512 && hello.blockSize !== 4096) throw new Error(`HELLO blockSize ${hello.blockSize} is not 512 or 4096`);

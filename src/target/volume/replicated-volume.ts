@@ -94,6 +94,16 @@ interface Slot {
   generation: number;
   /** Moving average of its read latency in ms (0 = no sample since it connected). */
   readMs: number;
+  /**
+   * It holds every mutation the volume has completed: it was healthy, and nothing completed without
+   * its acknowledgement since (a request still in flight on it counts once it answers). Such a
+   * replica that drops and comes back with the same store instance (HELLO `instance`: the same
+   * process, so nothing it acknowledged was lost) rejoins healthy without a rebuild. Otherwise a
+   * network blip that drops every replica at once would leave no healthy source to rebuild from.
+   */
+  intact: boolean;
+  /** The store instance its intact state refers to (its HELLO at the last healthy admission). */
+  instance: string | undefined;
 }
 
 /** A request abandoned because its replica was ejected or replaced (the replica is already handled). */
@@ -190,6 +200,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.#slots = options.replicaIds.map((id) => ({
       id, logger: options.logger.child({ replica: id }), state: 'offline' as ReplicaState, reason: 'not connected yet',
       conn: undefined, unsubscribe: undefined, pending: new Map<number, PendingCall>(), lagging: 0, generation: 0, readMs: 0,
+      intact: false, instance: undefined,
     }));
     for (const s of this.#slots) this.#byId.set(s.id, s);
     this.#sweep = setInterval(() => this.#checkDeadlines(), Math.max(10, Math.min(1000, Math.floor(this.#ioDeadlineMs / 4))));
@@ -227,7 +238,9 @@ export class ReplicatedVolume implements BlockDevice {
 
   /**
    * A replica (re)connected. Before the first write it joins healthy; afterwards it has missed
-   * writes and stays degraded until a rebuild (markRebuilding, then markHealthy).
+   * writes and stays degraded until a rebuild (markRebuilding, then markHealthy) — unless it is
+   * intact (see Slot.intact) and returns with the same store instance: then it rejoins healthy and
+   * receives the mutations still in flight, as a replica re-admitted after a rebuild does.
    */
   attach(connection: ReplicaConnection, capacityBytes = connection.hello.capacityBytes): void {
     if (this.#closed) throw new Error('the volume is closed');
@@ -245,12 +258,18 @@ export class ReplicatedVolume implements BlockDevice {
     this.#nextIoSeq = Math.max(this.#nextIoSeq, hello.highestIoSeq + 1);
     slot.conn = connection;
     slot.readMs = 0;
-    if (this.#written) {
+    const returned = this.#written && slot.intact && hello.instance !== undefined && hello.instance === slot.instance;
+    if (this.#written && !returned) {
       slot.state = 'degraded';
       slot.reason = 'needs rebuild';
+      slot.intact = false;
     } else {
       slot.state = 'healthy';
       slot.reason = undefined;
+      slot.intact = true;
+      slot.instance = hello.instance;
+      // Mutations in flight go to it as to any new connection (same io_seq: one it applied is skipped).
+      if (returned) slot.logger.info({ instance: hello.instance }, 'replica returned with everything the volume completed: healthy without a rebuild');
     }
     slot.unsubscribe = connection.onClose((reason) => {
       if (slot.conn !== connection) return;
@@ -320,6 +339,9 @@ export class ReplicatedVolume implements BlockDevice {
     slot.state = state;
     slot.reason = undefined;
     slot.generation++;
+    // Healthy only once a rebuild made it complete; while rebuilding it may still lack older data.
+    slot.intact = state === 'healthy';
+    slot.instance = slot.conn.hello.instance;
     slot.logger.info({ state }, 'replica state changed');
     // A rebuild carries data only: the target state follows once the replica is back in the quorum.
     if (state === 'healthy') void this.#targetState?.push({ id: slot.id, controlAddress: slot.conn.hello.controlAddress });
@@ -449,6 +471,10 @@ export class ReplicatedVolume implements BlockDevice {
     await new Promise<void>((resolve, reject) => {
       const sent = new Map<Slot, {
         readonly conn: ReplicaConnection; readonly generation: number; readonly ticket: { id: number }; ok: boolean;
+        /** The request failed or was abandoned on that connection. */
+        failed: boolean;
+        /** It completed without this replica's answer: the replica is intact only if it answers. */
+        owed: boolean;
       }>();
       let finished = false;
       const finish = (err?: Error): void => {
@@ -457,7 +483,17 @@ export class ReplicatedVolume implements BlockDevice {
         clearTimeout(timer);
         this.#active.delete(poke);
         if (err === undefined) {
-          for (const [slot, e] of sent) if (!e.ok) this.#lagging(slot, e.ticket.id);
+          for (const slot of this.#slots) {
+            const e = sent.get(slot);
+            if (e?.ok === true) continue;
+            if (e !== undefined && !e.failed && e.conn === slot.conn) {
+              // Still in flight there: it lags behind the quorum and owes this answer.
+              e.owed = true;
+              this.#lagging(slot, e.ticket.id);
+            } else if (takesIoSeq) {
+              slot.intact = false; // a data mutation completed that this replica never applied
+            }
+          }
           resolve();
         } else {
           reject(err);
@@ -476,11 +512,16 @@ export class ReplicatedVolume implements BlockDevice {
           const entry = sent.get(slot);
           // New, reconnected, or re-admitted (its earlier copy of this request may have been abandoned).
           if (entry === undefined || entry.conn !== conn || entry.generation !== slot.generation) {
-            const e = { conn, generation: slot.generation, ticket: { id: -1 }, ok: false };
+            const e = { conn, generation: slot.generation, ticket: { id: -1 }, ok: false, failed: false, owed: false };
             sent.set(slot, e);
             this.#call(slot, (c, prior) => send(c, ioSeq, prior), { ticket: e.ticket, withPrior: kind === 'sync', expires: false, kind }).then(
               () => { e.ok = true; poke(); },
-              (err: unknown) => { this.#failed(slot, conn, err); poke(); },
+              (err: unknown) => {
+                e.failed = true;
+                if (e.owed && takesIoSeq) slot.intact = false;
+                this.#failed(slot, conn, err);
+                poke();
+              },
             );
           } else if (entry.ok && slot.state === 'healthy') {
             acks++;
@@ -634,6 +675,7 @@ export class ReplicatedVolume implements BlockDevice {
     if (slot.state !== 'healthy' && slot.state !== 'rebuilding') return;
     slot.state = 'degraded';
     slot.reason = reason;
+    slot.intact = false; // it stops receiving writes, and may have failed one
     this.#ejections++;
     slot.logger.warn({ reason }, 'replica ejected: no more I/O until it is rebuilt');
     this.#abandon(slot, `replica ejected: ${reason}`);

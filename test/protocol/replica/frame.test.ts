@@ -105,6 +105,12 @@ t.test('payload helpers', async t => {
   t.throws(() => decodeHello(Buffer.from('{')));
   t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, blockSize: 1000 }))));
   t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, pid: 'x' }))));
+  const withInstance = { ...hello, instance: '6f1c2d4e-0000-4000-8000-000000000001' };
+  t.strictSame(decodeHello(encodeHello(withInstance)), withInstance, 'HELLO instance round trip');
+  t.notOk('instance' in decodeHello(encodeHello(hello)), 'no instance: none decoded (a replica that sends none)');
+  t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, instance: 7 }))), /instance/);
+  t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, instance: '' }))), /instance/);
+  t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, instance: 'x'.repeat(129) }))), /instance/);
   t.equal(statusForStoreErrorCode('EMEDIUM'), ReplicaStatus.MediumError);
   t.equal(statusForStoreErrorCode('EIO'), ReplicaStatus.IoError);
   t.equal(statusForStoreErrorCode('ENOSPC'), ReplicaStatus.NoSpace);

@@ -30,6 +30,8 @@ interface Replica {
   readDelayMs: number;
   /** Store calls in order: 'write-done' when a write returned, 'flush' when a flush started. */
   readonly events: string[];
+  /** HELLO `instance` of later connections (undefined: none sent, as an older replica). */
+  instance: string | undefined;
   /** A new data connection to this replica, past HELLO. */
   connect(): Promise<ReplicaConnection>;
 }
@@ -41,7 +43,7 @@ async function replica(t: Test, id: string): Promise<Replica> {
   await formatStore(path, { volumeName: 'vol', volumeUuid: UUID, replicaId: id, capacityBytes: CAPACITY, journalBytes: MiB });
   // No data journal: every write lands in place, where the corruption test can find it.
   const store = await ReplicaStore.open(path, { dataJournalMaxBytes: 0, checkpointIntervalMs: 0 });
-  const r: Replica = { id, path, store, writeDelayMs: 0, readDelayMs: 0, events: [], connect: async () => { throw new Error('unset'); } };
+  const r: Replica = { id, path, store, writeDelayMs: 0, readDelayMs: 0, events: [], instance: undefined, connect: async () => { throw new Error('unset'); } };
   const slow: ReplicaStoreApi = new Proxy(store, {
     get(target, prop) {
       if (prop === 'write') {
@@ -88,6 +90,7 @@ async function replica(t: Test, id: string): Promise<Replica> {
       volumeName: info.volumeName, volumeUuid: info.volumeUuid, replicaId: info.replicaId, controlAddress: '',
       epoch: info.epoch, checkpointedIoSeq: info.checkpointedIoSeq, highestIoSeq: info.highestIoSeq,
       capacityBytes: info.capacityBytes, blockSize: info.blockSize, chunkSize: info.chunkSize, pid: 0,
+      ...(r.instance !== undefined ? { instance: r.instance } : {}),
     };
     const conn = new ReplicaConnection(socket, hello, { logger: silentLogger() });
     conns.push(conn);
@@ -463,4 +466,86 @@ t.test('a held write is re-sent to a replica re-admitted on the same connection'
   await write;
   await Promise.all(reads);
   t.ok((await storeRead(replicas[2]!, 80 * BS, 4096)).data.equals(data), 'r3 got the re-sent write');
+});
+
+/** A cluster whose replicas send a store instance, as real replica processes do. */
+async function instanced(t: Test, options: Partial<ReplicatedVolumeOptions> = {}): ReturnType<typeof cluster> {
+  const c = await cluster(t, options);
+  // The first connections carried none: re-attach each once with its instance (before any write, so healthy).
+  for (const [i, r] of c.replicas.entries()) {
+    r.instance = `instance-of-${r.id}`;
+    c.conns[i] = await r.connect();
+    c.vol.attach(c.conns[i]!);
+  }
+  return c;
+}
+
+t.test('every replica drops at once and returns with its store instance: healthy without a rebuild, held write completes', { timeout: 15_000 }, async (t) => {
+  const { vol, replicas, conns } = await instanced(t, { holdMs: 5000 });
+  const a = randomBytes(4096);
+  await vol.write(0n, a);
+  await settled(vol);
+  // A network blip on the target's node: every replica connection drops together.
+  for (const c of conns) await c.close();
+  await waitFor(() => vol.volumeState() === 'offline');
+  const b = randomBytes(4096);
+  let done = false;
+  const held = vol.write(8n, b).then(() => { done = true; });
+  await new Promise((res) => setTimeout(res, 50));
+  t.notOk(done, 'held while no replica is connected');
+  for (const r of replicas) vol.attach(await r.connect());
+  t.strictSame(vol.replicaStates().map((s) => s.state), ['healthy', 'healthy', 'healthy'], 'each returned intact');
+  t.equal(vol.volumeState(), 'healthy');
+  await held;
+  await settled(vol);
+  for (const r of replicas) {
+    t.ok((await storeRead(r, 0, 4096)).data.equals(a), `${r.id} holds the write from before the blip`);
+    t.ok((await storeRead(r, 8 * BS, 4096)).data.equals(b), `${r.id} holds the write held across it`);
+  }
+});
+
+t.test('a returning replica needs a rebuild if a write completed without it, or if its store instance changed', { timeout: 15_000 }, async (t) => {
+  const { vol, replicas, conns } = await instanced(t);
+  // r3 away while a write completes on r1 and r2.
+  await conns[2]!.close();
+  await waitFor(() => stateOf(vol, 'r3') === 'offline');
+  await vol.write(0n, randomBytes(4096));
+  vol.attach(await replicas[2]!.connect());
+  t.equal(stateOf(vol, 'r3'), 'degraded', 'it missed a write');
+  t.equal(vol.replicaStates()[2]!.reason, 'needs rebuild');
+
+  // r2 restarted (a new store instance) while nothing was written: it may have lost unflushed writes.
+  await conns[1]!.close();
+  await waitFor(() => stateOf(vol, 'r2') === 'offline');
+  replicas[1]!.instance = 'instance-of-r2-after-a-restart';
+  vol.attach(await replicas[1]!.connect());
+  t.equal(stateOf(vol, 'r2'), 'degraded', 'another instance');
+
+  // r1 drops and returns with nothing completed meanwhile (volume offline): intact.
+  await conns[0]!.close();
+  await waitFor(() => stateOf(vol, 'r1') === 'offline');
+  vol.attach(await replicas[0]!.connect());
+  t.equal(stateOf(vol, 'r1'), 'healthy', 'nothing completed without it');
+});
+
+t.test('a write completed while still in flight on a replica that then drops makes it need a rebuild', { timeout: 15_000 }, async (t) => {
+  const { vol, replicas, conns } = await instanced(t);
+  replicas[2]!.writeDelayMs = 3000;
+  await vol.write(0n, randomBytes(4096));
+  t.equal(vol.counters().inFlight['r3'], 1, 'r3 still has it');
+  await conns[2]!.close();
+  await waitFor(() => stateOf(vol, 'r3') === 'offline');
+  replicas[2]!.writeDelayMs = 0;
+  vol.attach(await replicas[2]!.connect());
+  t.equal(stateOf(vol, 'r3'), 'degraded', 'the write it owed was abandoned with its connection');
+
+  // One that answers what it owed before dropping stays intact.
+  replicas[1]!.writeDelayMs = 300;
+  await vol.write(8n, randomBytes(4096));
+  await waitFor(() => vol.counters().inFlight['r2'] === 0);
+  await conns[1]!.close();
+  await waitFor(() => stateOf(vol, 'r2') === 'offline');
+  replicas[1]!.writeDelayMs = 0;
+  vol.attach(await replicas[1]!.connect());
+  t.equal(stateOf(vol, 'r2'), 'healthy', 'it answered every write before it dropped');
 });
