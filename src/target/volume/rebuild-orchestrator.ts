@@ -5,13 +5,15 @@
 // and it is still rebuilding (not ejected or reconnected meanwhile, which would have cost it writes)
 // it rejoins the quorum. Failures back off and retry; the reason is logged and kept in status.
 // With a rate cap, the rate adapts (RebuildRateController): foreground ops/s are sampled all the
-// time, so the level before a rebuild is its undisturbed baseline, and the sink's limit is changed
-// live (SetRebuildRate) to keep foreground I/O near that level.
+// time, at every scan (ForegroundRate), so the level before a rebuild is its undisturbed baseline;
+// each control tick feeds the controller the rate since the previous tick's last sample, and the
+// sink's limit is changed live (SetRebuildRate) to keep foreground I/O near that level.
 
 import type { Logger } from '../../shared/logger.js';
 import { createReplicaControlClient, type RebuildStatus, type ReplicaControlClient } from '../../protocol/replica/control-codec.js';
 import type { ReplicatedVolume } from './replicated-volume.js';
 import { RebuildRateController } from './rebuild-rate-controller.js';
+import { ForegroundRate } from './foreground-rate.js';
 import { errorMessage } from '../../shared/errors.js';
 
 export interface RebuildOrchestratorOptions {
@@ -44,6 +46,8 @@ export interface RebuildProgress extends RebuildStatus {
 
 /** Foreground ops/s before a rebuild are averaged over this long to get the baseline. */
 const BASELINE_WINDOW_MS = 10_000;
+/** Less foreground history than this gives no baseline (unknown: the controller learns one). */
+const BASELINE_MIN_MS = 1000;
 
 interface Job {
   readonly replicaId: string;
@@ -60,8 +64,8 @@ export class RebuildOrchestrator {
   readonly #jobs = new Map<string, Job>();
   readonly #timer: NodeJS.Timeout;
   readonly #failures = new Map<string, { count: number; notBefore: number }>();
-  /** Foreground operations (reads + writes) seen at each scan, pruned to the baseline window. */
-  #history: { t: number; ops: number }[] = [];
+  /** Foreground samples, one per scan, kept for the baseline window (and at least two ticks). */
+  readonly #foreground: ForegroundRate;
   #stopped = false;
   /** Bytes/s cap (0 = unlimited): --rebuild-rate, changed live by setRateCap. */
   #cap: number;
@@ -69,6 +73,15 @@ export class RebuildOrchestrator {
   constructor(options: RebuildOrchestratorOptions) {
     this.#o = options;
     this.#cap = options.rateBytesPerSec;
+    this.#foreground = new ForegroundRate({
+      read: () => {
+        const c = options.volume.counters();
+        return { ops: c.reads + c.writes, inFlight: Object.values(c.inFlight).reduce((a, b) => a + b, 0) };
+      },
+      keepMs: Math.max(BASELINE_WINDOW_MS, 2 * (options.controlTickMs ?? 1000)),
+    });
+    // History from the start, not one scan later: a replica degraded soon after has a baseline.
+    this.#foreground.sample();
     this.#timer = setInterval(() => this.#scan(), options.pollMs ?? 500);
     this.#timer.unref();
   }
@@ -94,30 +107,10 @@ export class RebuildOrchestrator {
       (j.progress === undefined ? [] : [{ replicaId: j.replicaId, ...j.progress, rateLimitBytesPerSec: j.rateLimit }]));
   }
 
-  #foregroundOps(): number {
-    const c = this.#o.volume.counters();
-    return c.reads + c.writes;
-  }
-
-  #sampleForeground(): void {
-    const now = Date.now();
-    this.#history.push({ t: now, ops: this.#foregroundOps() });
-    while (this.#history.length > 2 && this.#history[1]!.t <= now - BASELINE_WINDOW_MS) this.#history.shift();
-  }
-
-  /** Foreground ops/s over the last BASELINE_WINDOW_MS; undefined when too little history. */
-  #baselineOpsPerSec(): number | undefined {
-    this.#sampleForeground();
-    const first = this.#history[0];
-    const last = this.#history.at(-1);
-    if (first === undefined || last === undefined || last.t - first.t < 1000) return undefined;
-    return ((last.ops - first.ops) * 1000) / (last.t - first.t);
-  }
-
   /** Look for degraded replicas now (also done periodically). */
   #scan(): void {
     if (this.#stopped) return;
-    this.#sampleForeground();
+    this.#foreground.sample();
     const states = this.#o.volume.replicaStates();
     for (const r of states) {
       if (r.state !== 'degraded' || this.#jobs.has(r.replicaId)) continue;
@@ -161,7 +154,7 @@ export class RebuildOrchestrator {
       const controller = this.#o.adaptive !== false && this.#cap > 0
         ? new RebuildRateController({
           maxBytesPerSec: this.#cap,
-          baselineOpsPerSec: this.#baselineOpsPerSec(),
+          baselineOpsPerSec: this.#foreground.opsPerSecOver(BASELINE_WINDOW_MS, BASELINE_MIN_MS),
           ...(this.#o.floorBytesPerSec !== undefined ? { floorBytesPerSec: this.#o.floorBytesPerSec } : {}),
         })
         : undefined;
@@ -181,7 +174,9 @@ export class RebuildOrchestrator {
       }
       let lastLog = 0;
       const tickMs = this.#o.controlTickMs ?? 1000;
-      let tick = { t: Date.now(), ops: this.#foregroundOps() };
+      // A tick measures from the first sample at or after this (the rebuild's start, then the last
+      // rate change or where the previous tick ended): none of it at an older rate, none twice.
+      let measureFrom = this.#foreground.now();
       let adapting = controller !== undefined;
       for (;;) {
         await new Promise((r) => setTimeout(r, this.#o.pollMs ?? 500));
@@ -201,21 +196,21 @@ export class RebuildOrchestrator {
             log.warn({ err }, 'could not change the rebuild rate');
           }
         }
-        if (adapting && controller !== undefined && Date.now() - tick.t >= tickMs) {
-          const now = { t: Date.now(), ops: this.#foregroundOps() };
-          const inFlight = Object.values(volume.counters().inFlight).reduce((a, b) => a + b, 0);
-          const opsPerSec = ((now.ops - tick.ops) * 1000) / (now.t - tick.t);
-          tick = now;
-          const decision = controller.update({ opsPerSec, inFlight });
+        const fg = adapting ? this.#foreground.opsPerSecSince(measureFrom, tickMs) : undefined;
+        if (fg !== undefined && controller !== undefined) {
+          measureFrom = fg.to;
+          const decision = controller.update(fg);
           const rate = Math.round(controller.rateBytesPerSec);
           // Backing off is worth a line: it explains a slow rebuild. Ticks and increases are debug.
           log[decision === 'decrease' || decision === 'learn' ? 'info' : 'debug']({
-            opsPerSec: Math.round(opsPerSec), inFlight, baselineOpsPerSec: Math.round(controller.baselineOpsPerSec ?? 0), decision, rate,
+            opsPerSec: Math.round(fg.opsPerSec), inFlight: fg.inFlight, baselineOpsPerSec: Math.round(controller.baselineOpsPerSec ?? 0),
+            decision, rate,
           }, 'rebuild rate tick');
           if (rate !== job.rateLimit) {
             try {
               await client.setRebuildRate({ rateBytesPerSec: rate });
               job.rateLimit = rate;
+              measureFrom = this.#foreground.now();
             } catch (err) {
               // A replica without the RPC keeps the rate it started with.
               if ((err as { code?: number }).code === 12 /* UNIMPLEMENTED */) adapting = false;

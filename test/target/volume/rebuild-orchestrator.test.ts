@@ -2,6 +2,7 @@
 // a closed-loop model where the rebuild's rate limit takes the same share of foreground ops/s. With
 // adaptation, it starts below the cap (foreground load known), lowers the sink's limit live through
 // SetRebuildRate until foreground is back above half its undisturbed level; without, it never does.
+// A wall-clock step (NTP) must not spoil the baseline or stall the ticks: they use a monotonic clock.
 import t from 'tap';
 import { RebuildOrchestrator } from '../../../src/target/volume/rebuild-orchestrator.js';
 import type { ReplicatedVolume } from '../../../src/target/volume/replicated-volume.js';
@@ -29,9 +30,10 @@ function setup(adaptive: boolean): Harness {
   let rateLimit = 0; // no rebuild: no interference
   let ops = 0;
   const fgRate = (): number => BASE_OPS * Math.max(0.02, 1 - (rateLimit === 0 && states.get('r2') !== 'rebuilding' ? 0 : rateLimit) / DEVICE);
-  let last = Date.now();
+  // Monotonic, like the orchestrator: a test below steps Date.now back.
+  let last = performance.now();
   const meter = setInterval(() => {
-    const now = Date.now();
+    const now = performance.now();
     ops += (fgRate() * (now - last)) / 1000;
     last = now;
   }, 10);
@@ -118,4 +120,26 @@ t.test('adaptive off: the configured rate, never changed', async (t) => {
   t.ok(h.fgRate() < 0.5 * BASE_OPS, `and foreground suffers: ${(h.fgRate() / BASE_OPS).toFixed(2)}x (why adaptation exists)`);
   h.finish();
   t.equal((await h.completed).id, 'r2');
+});
+
+t.test('a wall-clock step back neither spoils the baseline nor stalls adaptation', async (t) => {
+  const realNow = Date.now;
+  let offset = 0;
+  Date.now = () => realNow() - offset;
+  t.teardown(() => { Date.now = realNow; });
+  const h = setup(true);
+  t.teardown(() => { h.finish(); h.orchestrator.stop(); });
+  const sleep = (ms: number): Promise<unknown> => new Promise((r) => setTimeout(r, ms));
+  await sleep(1000);
+  offset = 3_600_000; // the clock is stepped back an hour before r2 degrades (at 1.3 s)
+  await sleep(1300);
+  offset = 7_200_000; // and again while it rebuilds
+  const before = h.rates.length;
+  await sleep(2500);
+  Date.now = realNow;
+  t.equal(h.started.rate, 50 * MiB, 'the baseline was measured across the step: started at a quarter of the cap');
+  t.ok(h.rates.length > before, `still adapting after the step: ${h.rates.length - before} rate changes`);
+  t.ok(h.fgRate() >= 0.5 * BASE_OPS, `foreground at ${(h.fgRate() / BASE_OPS).toFixed(2)}x of undisturbed`);
+  h.finish();
+  t.equal((await h.completed).id, 'r2', 'the rebuild completes');
 });
