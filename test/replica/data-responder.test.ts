@@ -30,6 +30,12 @@ interface Rig {
   client(): Promise<Client>;
 }
 
+/** Polls `cond` until it holds or `ms` pass (a loaded machine may take far longer than an idle one). */
+async function eventually(cond: () => boolean, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond() && Date.now() < until) await new Promise((res) => setTimeout(res, 5));
+}
+
 async function rig(t: Test, store: MemoryStore, options: Partial<DataResponderOptions> = {}): Promise<Rig> {
   const responders: DataResponder[] = [];
   const fatal: FrameError[] = [];
@@ -105,7 +111,7 @@ t.test('QD 32 pipelining with out-of-order completion', { timeout: 15_000 }, asy
     if (!f.payload.subarray(0, 4096).equals(expected)) t.fail(`read ${i} data`);
     t.strictSame([...decodeIoSeqs(f.payload.subarray(4096))!], [i + 1, i < 31 ? i + 2 : 0], `read ${i} io_seqs`);
   }
-  await new Promise(res => setTimeout(res, 20));
+  await eventually(() => store.outstandingReads === 0);
   t.equal(store.outstandingReads, 0, 'read buffers released after the write');
   t.equal(r.responders[0]!.counters().responses.Ok, 64);
 });
@@ -238,7 +244,7 @@ t.test('responses of a closed connection are dropped and buffers released', { ti
   await new Promise(res => setTimeout(res, 10));
   c.socket.destroy();
   await r.responders[0]!.closed;
-  await new Promise(res => setTimeout(res, 60));
+  await eventually(() => store.outstandingReads === 0 && store.acquired.size === 0);
   t.equal(store.outstandingReads, 0, 'read results released');
   t.equal(store.acquired.size, 0, 'write buffers released');
 });

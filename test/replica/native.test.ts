@@ -212,7 +212,7 @@ console.log('done');`;
       }
     }
     // Completion released the references: the buffers can now go.
-    for (let k = 0; k < 10 && collected.size < n; k++) {
+    for (let k = 0; k < 100 && collected.size < n; k++) {
       gc();
       await new Promise((r) => setTimeout(r, 10));
     }

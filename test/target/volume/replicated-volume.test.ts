@@ -267,7 +267,7 @@ t.test('a backlog above maxBacklog ejects the replica', { timeout: 15_000 }, asy
   const start = Date.now();
   await Promise.all(Array.from({ length: 40 }, (_, i) => vol.write(BigInt(i * 256), Buffer.alloc(4096, i + 1))));
   t.ok(Date.now() - start < 1500, 'the burst did not wait for the slow replica');
-  await waitFor(() => stateOf(vol, 'r1') === 'degraded', 1000);
+  await waitFor(() => stateOf(vol, 'r1') === 'degraded', 3000);
   t.match(vol.replicaStates()[0]!.reason, /requests behind the write quorum \(max 16\)/);
   t.equal(vol.counters().inFlight['r1'], 0, 'its requests are abandoned');
   t.equal(vol.volumeState(), 'degraded');
