@@ -698,6 +698,9 @@ export class ReplicatedVolume implements BlockDevice {
     slot.pending.clear();
     slot.lagging = 0;
     for (const c of calls) {
+      // A write the quorum completed without it will never reach it now. Decided here, not in the
+      // request's rejection handler: attach() replacing a connection judges the replica at once.
+      if (c.lagging && c.kind === 'write') slot.intact = false;
       c.reject(new Abandoned(reason));
       if (c.settled !== undefined) for (const f of c.settled) f();
     }

@@ -539,6 +539,16 @@ t.test('a write completed while still in flight on a replica that then drops mak
   vol.attach(await replicas[2]!.connect());
   t.equal(stateOf(vol, 'r3'), 'degraded', 'the write it owed was abandoned with its connection');
 
+  // A new connection replacing one that still owes a completed write: judged at once, not healthy.
+  replicas[2]!.writeDelayMs = 3000;
+  vol.markRebuilding('r3');
+  vol.markHealthy('r3');
+  await vol.write(16n, randomBytes(4096));
+  t.equal(vol.counters().inFlight['r3'], 1, 'r3 owes the write');
+  vol.attach(await replicas[2]!.connect());
+  t.equal(stateOf(vol, 'r3'), 'degraded', 'the connection it replaced still owed a completed write');
+  replicas[2]!.writeDelayMs = 0;
+
   // One that answers what it owed before dropping stays intact.
   replicas[1]!.writeDelayMs = 300;
   await vol.write(8n, randomBytes(4096));
