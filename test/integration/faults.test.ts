@@ -11,7 +11,8 @@ import { runCommand, requireTool, sleep, type RunResult } from '../fixtures/exec
 import { launchTarget, startTarget, type LaunchedTarget, type TargetProcess } from '../fixtures/target-process.js';
 import { startReplicaProcess, type ReplicaProcess } from '../fixtures/replica-process.js';
 import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.js';
-import { qemuIo, qemuIoSession, waitFor } from '../fixtures/qemu-io-session.js';
+import { qemuIo, qemuIoSession } from '../fixtures/qemu-io-session.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { selectSuperblock, SUPERBLOCK_REGION_BYTES } from '../../src/replica/superblock.js';
 
 const MiB = 1 << 20;

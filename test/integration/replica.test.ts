@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCommand } from '../fixtures/exec.js';
 import { startTarget } from '../fixtures/target-process.js';
-import { qemuIo, waitFor } from '../fixtures/qemu-io-session.js';
+import { qemuIo } from '../fixtures/qemu-io-session.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 t.setTimeout(10 * 60_000);
 

@@ -10,6 +10,7 @@ import {
 import { silentLogger } from '../../src/shared/logger.js';
 import { MemoryStore } from '../fixtures/memory-store.js';
 import { rng } from '../fixtures/pdu-builder.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 interface Client {
   readonly socket: Socket;
@@ -28,12 +29,6 @@ interface Rig {
   readonly responders: DataResponder[];
   readonly fatal: FrameError[];
   client(): Promise<Client>;
-}
-
-/** Polls `cond` until it holds or `ms` pass (a loaded machine may take far longer than an idle one). */
-async function eventually(cond: () => boolean, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond() && Date.now() < until) await new Promise((res) => setTimeout(res, 5));
 }
 
 async function rig(t: Test, store: MemoryStore, options: Partial<DataResponderOptions> = {}): Promise<Rig> {
@@ -111,7 +106,7 @@ t.test('QD 32 pipelining with out-of-order completion', { timeout: 15_000 }, asy
     if (!f.payload.subarray(0, 4096).equals(expected)) t.fail(`read ${i} data`);
     t.strictSame([...decodeIoSeqs(f.payload.subarray(4096))!], [i + 1, i < 31 ? i + 2 : 0], `read ${i} io_seqs`);
   }
-  await eventually(() => store.outstandingReads === 0);
+  await waitFor('read buffers released', () => store.outstandingReads === 0, 3000);
   t.equal(store.outstandingReads, 0, 'read buffers released after the write');
   t.equal(r.responders[0]!.counters().responses.Ok, 64);
 });
@@ -244,7 +239,7 @@ t.test('responses of a closed connection are dropped and buffers released', { ti
   await new Promise(res => setTimeout(res, 10));
   c.socket.destroy();
   await r.responders[0]!.closed;
-  await eventually(() => store.outstandingReads === 0 && store.acquired.size === 0);
+  await waitFor('read results and write buffers released', () => store.outstandingReads === 0 && store.acquired.size === 0, 3000);
   t.equal(store.outstandingReads, 0, 'read results released');
   t.equal(store.acquired.size, 0, 'write buffers released');
 });

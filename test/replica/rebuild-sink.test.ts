@@ -15,6 +15,7 @@ import { createReplicaControlClient } from '../../src/protocol/replica/control-c
 import { startReplica } from '../../src/replica/main.js';
 import { parseReplicaConfig } from '../../src/replica/config.js';
 import { silentLogger } from '../../src/shared/logger.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 t.setTimeout(60_000);
 
@@ -82,13 +83,6 @@ async function writeChunks(store: ReplicaStore, offset: number, count: number, f
   for (let i = 0; i < count; i++) await store.write(offset + i * CHUNK, pattern(CHUNK, firstSeq + i), firstSeq + i);
 }
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 t.test('full rebuild, then an incremental one since the previous highest io_seq', async (t) => {
   const src = await openFresh(t, 'src');
@@ -143,7 +137,7 @@ t.test('rate limit respected; a newer write on the sink during the rebuild is ke
   // The last chunk arrives last (offset order, ~0.5 s in): the sink's own newer write must win.
   const mine = pattern(CHUNK, 99);
   await dst.write(2 * MiB - CHUNK, mine, 1000);
-  await waitFor('running progress', () => sink.progress().bytesDone > 0);
+  await waitFor('running progress', () => sink.progress().bytesDone > 0, 10_000);
   const mid = sink.progress();
   t.equal(mid.state, 'running');
   t.equal(mid.bytesTotal, 2 * MiB, 'total known from the estimate');
@@ -176,7 +170,7 @@ t.test('setRate changes a running rebuild\'s limit live', async (t) => {
   const started = performance.now();
   const done = sink.start();
   // 4 MiB at 1 MiB/s would take ~4 s; lifted to unlimited once it is under way.
-  await waitFor('running progress', () => sink.progress().bytesDone > 0);
+  await waitFor('running progress', () => sink.progress().bytesDone > 0, 10_000);
   sink.setRate(0);
   t.equal(sink.rateLimit, 0);
   const p = await done;
@@ -207,7 +201,7 @@ t.test('the source dies mid-stream: backoff, then failed after maxAttempts', asy
     retry: { maxAttempts: 3, backoffMs: 20 }, logger: silentLogger(),
   });
   const done = sink.start();
-  await waitFor('some progress', () => sink.progress().bytesDone >= 256 * 1024);
+  await waitFor('some progress', () => sink.progress().bytesDone >= 256 * 1024, 10_000);
   await server.close();
   const states = new Set<string>();
   const watch = setInterval(() => states.add(sink.progress().state), 2);
@@ -233,9 +227,9 @@ t.test('resumes from the last applied offset when the source comes back', async 
     retry: { maxAttempts: 20, backoffMs: 50, maxBackoffMs: 100 }, logger: silentLogger(),
   });
   const done = sink.start();
-  await waitFor('some progress', () => sink.progress().bytesDone >= 512 * 1024);
+  await waitFor('some progress', () => sink.progress().bytesDone >= 512 * 1024, 10_000);
   await first.close();
-  await waitFor('backoff', () => sink.progress().state === 'backoff');
+  await waitFor('backoff', () => sink.progress().state === 'backoff', 10_000);
   const stalledAt = sink.progress().nextOffset;
   t.ok(stalledAt > 0 && stalledAt < 9 * MiB);
   await serve(t, src, first.port);
@@ -254,7 +248,7 @@ t.test('stop() cancels a running rebuild', async (t) => {
   const server = await serve(t, src);
   const sink = new RebuildSink({ store: dst, source: server.address, sinceIoSeq: 0, rateBytesPerSec: 256 * 1024, logger: silentLogger() });
   const done = sink.start();
-  await waitFor('running', () => sink.progress().state === 'running');
+  await waitFor('running', () => sink.progress().state === 'running', 10_000);
   await sleep(50);
   const p = await sink.stop();
   t.equal(p.state, 'failed');
@@ -323,7 +317,7 @@ t.test('StartRebuild and Status through main.ts', async (t) => {
   t.equal(status.rebuild?.bytesTotal, MiB + 64 * 1024);
   t.equal(status.rebuild?.etaSeconds, 0);
   t.equal(status.state, 'ready');
-  await waitFor('completion log', () => lines.some((l) => l.includes('rebuild complete')));
+  await waitFor('completion log', () => lines.some((l) => l.includes('rebuild complete')), 10_000);
   const line = JSON.parse(lines.find((l) => l.includes('rebuild complete'))!) as { bytes: number; seconds: number };
   t.equal(line.bytes, MiB + 64 * 1024);
   t.type(line.seconds, 'number');

@@ -16,6 +16,7 @@ import { establishEpoch, fenceReplica, FenceError } from '../../../src/target/vo
 import { TargetStateKeeper, type StateReplica } from '../../../src/target/volume/target-state-keeper.js';
 import { ReplicatedVolume } from '../../../src/target/volume/replicated-volume.js';
 import { silentLogger } from '../../../src/shared/logger.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 
 t.setTimeout(180_000);
 
@@ -31,13 +32,6 @@ interface Cluster {
   connections(): ReplicaConnection[];
 }
 
-async function waitFor(what: string, ok: () => boolean, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 async function cluster(t: Test, k: number): Promise<Cluster> {
   const dir = t.testdir();
@@ -66,7 +60,7 @@ async function cluster(t: Test, k: number): Promise<Cluster> {
     if (!parsed.ok) throw new Error(parsed.error);
     replicas.push(await startReplica(parsed.config, silentLogger()));
   }
-  await waitFor(`${k} replicas`, () => conns.size === k && [...conns.values()].every((c) => c.isOpen));
+  await waitFor(`${k} replicas`, () => conns.size === k && [...conns.values()].every((c) => c.isOpen), 30_000);
   return { replicas, paths, conns, connections: () => [...conns.values()].sort((a, b) => a.hello.replicaId.localeCompare(b.hello.replicaId)) };
 }
 

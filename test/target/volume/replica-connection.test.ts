@@ -14,6 +14,7 @@ import {
 import { silentLogger } from '../../../src/shared/logger.js';
 import { MemoryStore } from '../../fixtures/memory-store.js';
 import { rng } from '../../fixtures/pdu-builder.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 
 const VOLUME_UUID = '00000000-0000-4000-8000-000000000001';
 
@@ -79,7 +80,7 @@ t.test('HELLO handshake and a device over the connection', { timeout: 10_000 }, 
   t.equal(conn.hello.highestIoSeq, 100);
   t.equal(conn.hello.controlAddress, '127.0.0.1:9500');
   t.equal(conn.hello.pid, process.pid);
-  await waitFor(() => p.link.state === 'connected');
+  await waitFor('link connected', () => p.link.state === 'connected', 5000);
   t.ok(p.link.responder, 'responder attached');
   const dev = new ReplicaBlockDevice({ connection: conn, epoch: 1 });
   t.equal(dev.blockSize, 512);
@@ -294,14 +295,11 @@ async function fake(t: Test): Promise<{ conn: ReplicaConnection; replica: Socket
   return { conn, replica, requests };
 }
 
-async function waitFor(pred: () => boolean): Promise<void> {
-  while (!pred()) await new Promise(r => setTimeout(r, 2));
-}
 
 t.test('READ payload CRC mismatch fails the request, not the connection', { timeout: 10_000 }, async t => {
   const { conn, replica, requests } = await fake(t);
   const p = conn.read(0, 512, 1);
-  await waitFor(() => requests.length === 1);
+  await waitFor('1 request', () => requests.length === 1, 5000);
   const req = requests[0]!;
   const [h, d, s] = encodeFrame({ opcode: Opcode.Read, flags: FrameFlag.Response, tag: req.tag, length: 512 }, Buffer.alloc(512, 3), encodeIoSeqs([1]));
   const corrupt = Buffer.from(d!);
@@ -310,7 +308,7 @@ t.test('READ payload CRC mismatch fails the request, not the connection', { time
   t.equal(((await rejection(p)) as ReplicaIoError).status, ReplicaStatus.BadPayloadCrc);
   t.ok(conn.isOpen);
   const q = conn.ping();
-  await waitFor(() => requests.length === 2);
+  await waitFor('2 requests', () => requests.length === 2, 5000);
   for (const b of encodeFrame({ opcode: Opcode.Ping, flags: FrameFlag.Response, tag: requests[1]!.tag })) replica.write(b);
   await q;
   t.pass('connection still usable');
@@ -319,7 +317,7 @@ t.test('READ payload CRC mismatch fails the request, not the connection', { time
 t.test('an unknown tag or a short READ drops or fails as it should', { timeout: 10_000 }, async t => {
   const { conn, replica, requests } = await fake(t);
   const short = conn.read(0, 512, 1);
-  await waitFor(() => requests.length === 1);
+  await waitFor('1 request', () => requests.length === 1, 5000);
   for (const b of encodeFrame({ opcode: Opcode.Read, flags: FrameFlag.Response, tag: requests[0]!.tag, length: 512 }, Buffer.alloc(100))) replica.write(b);
   t.equal(((await rejection(short)) as ReplicaIoError).status, ReplicaStatus.Invalid, 'wrong READ payload size');
   const pending = conn.sync(1);

@@ -12,6 +12,7 @@ import type { ReplicaStoreApi } from '../../../src/replica/store-api.js';
 import { DataResponder } from '../../../src/replica/data-responder.js';
 import type { ReplicaHello } from '../../../src/protocol/replica/frame.js';
 import { silentLogger } from '../../../src/shared/logger.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 
 const UUID = '3f2504e0-4f89-11d3-9a0c-0305e82c3301';
 const MiB = 1 << 20;
@@ -149,16 +150,9 @@ function corrupt(r: Replica, offset: number, expect: Buffer): boolean {
 
 /** Until no replica has a request in flight (a write returns on a quorum; the third may still be busy). */
 async function settled(vol: ReplicatedVolume): Promise<void> {
-  await waitFor(() => Object.values(vol.counters().inFlight).every((n) => n === 0), 3000);
+  await waitFor('nothing in flight', () => Object.values(vol.counters().inFlight).every((n) => n === 0), 3000);
 }
 
-async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((res) => setTimeout(res, 10));
-  }
-}
 
 function stateOf(vol: ReplicatedVolume, id: string): string {
   return vol.replicaStates().find((s) => s.replicaId === id)!.state;
@@ -231,7 +225,7 @@ t.test('writes land on all three replicas; reads, big requests, unmap, flush', {
   t.equal(c.readRepairs, 0);
   t.equal(c.ejections, 0);
   // The flush returned on a quorum; the third replica's answer may still be on its way.
-  await waitFor(() => Object.values(vol.counters().inFlight).every((n) => n === 0), 2000);
+  await waitFor('nothing in flight', () => Object.values(vol.counters().inFlight).every((n) => n === 0), 2000);
   t.pass('nothing left in flight');
 });
 
@@ -246,7 +240,7 @@ t.test('a slow replica does not slow writes and is ejected after ioDeadlineMs', 
   t.ok(took < 1000, `the write completed in ${took} ms without the slow replica`);
   t.equal(stateOf(vol, 'r3'), 'healthy', 'not ejected before its deadline');
   t.equal(vol.counters().inFlight['r3'], 1, 'the slow replica still has it in flight');
-  await waitFor(() => stateOf(vol, 'r3') === 'degraded', 3000);
+  await waitFor('r3 degraded', () => stateOf(vol, 'r3') === 'degraded', 3000);
   t.match(vol.replicaStates()[2]!.reason, /no answer within 1000 ms/);
   t.equal(vol.volumeState(), 'degraded');
   t.equal(vol.counters().ejections, 1);
@@ -267,7 +261,7 @@ t.test('a backlog above maxBacklog ejects the replica', { timeout: 15_000 }, asy
   const start = Date.now();
   await Promise.all(Array.from({ length: 40 }, (_, i) => vol.write(BigInt(i * 256), Buffer.alloc(4096, i + 1))));
   t.ok(Date.now() - start < 1500, 'the burst did not wait for the slow replica');
-  await waitFor(() => stateOf(vol, 'r1') === 'degraded', 3000);
+  await waitFor('r1 degraded', () => stateOf(vol, 'r1') === 'degraded', 3000);
   t.match(vol.replicaStates()[0]!.reason, /requests behind the write quorum \(max 16\)/);
   t.equal(vol.counters().inFlight['r1'], 0, 'its requests are abandoned');
   t.equal(vol.volumeState(), 'degraded');
@@ -276,7 +270,7 @@ t.test('a backlog above maxBacklog ejects the replica', { timeout: 15_000 }, asy
 t.test('losing replicas: degraded, then offline (held, EOFFLINE), quorum returns', { timeout: 15_000 }, async (t) => {
   const { vol, replicas, conns } = await cluster(t, { holdMs: 600 });
   await conns[0]!.close();
-  await waitFor(() => stateOf(vol, 'r1') === 'offline');
+  await waitFor('r1 offline', () => stateOf(vol, 'r1') === 'offline', 3000);
   t.equal(vol.volumeState(), 'degraded');
   const a = randomBytes(4096);
   await vol.write(0n, a);
@@ -285,7 +279,7 @@ t.test('losing replicas: degraded, then offline (held, EOFFLINE), quorum returns
   t.ok(into.equals(a), 'I/O continues with one replica gone');
 
   await conns[1]!.close();
-  await waitFor(() => stateOf(vol, 'r2') === 'offline');
+  await waitFor('r2 offline', () => stateOf(vol, 'r2') === 'offline', 3000);
   t.equal(vol.volumeState(), 'offline');
   const start = Date.now();
   const err = await vol.write(8n, randomBytes(4096)).then(() => undefined, (e: unknown) => e);
@@ -380,7 +374,7 @@ t.test('a write in flight when quorum is lost completes once quorum returns, wit
   await new Promise((res) => setTimeout(res, 50));
   await conns[1]!.close();
   await conns[2]!.close();
-  await waitFor(() => vol.volumeState() === 'offline');
+  await waitFor('volume offline', () => vol.volumeState() === 'offline', 3000);
   await new Promise((res) => setTimeout(res, 400));
   t.notOk(done, 'held: only one healthy replica acknowledged it');
   replicas[1]!.writeDelayMs = 0;
@@ -403,7 +397,7 @@ t.test('a flush reaches each replica after the writes sent to it earlier', { tim
   await vol.flush();
   t.ok(Date.now() - start < 1000, 'write and flush completed on the fast quorum');
   t.strictSame(replicas[2]!.events, [], 'the slow replica has not synced yet');
-  await waitFor(() => replicas[2]!.events.length === 2, 5000);
+  await waitFor("r3's write and sync", () => replicas[2]!.events.length === 2, 5000);
   t.strictSame(replicas[2]!.events, ['write-done', 'flush'], 'its SYNC waited for its write');
   t.strictSame(replicas[0]!.events, ['write-done', 'flush']);
 });
@@ -449,7 +443,7 @@ t.test('a read to a replica that does not answer is retried elsewhere', { timeou
 t.test('a held write is re-sent to a replica re-admitted on the same connection', { timeout: 15_000 }, async (t) => {
   const { vol, replicas, conns } = await cluster(t, { ioDeadlineMs: 200, holdMs: 5000 });
   await conns[0]!.close();
-  await waitFor(() => stateOf(vol, 'r1') === 'offline');
+  await waitFor('r1 offline', () => stateOf(vol, 'r1') === 'offline', 3000);
   replicas[2]!.writeDelayMs = 2500;
   replicas[2]!.readDelayMs = 5000;
   const data = randomBytes(4096);
@@ -457,7 +451,7 @@ t.test('a held write is re-sent to a replica re-admitted on the same connection'
   const write = vol.write(80n, data).then(() => { done = true; });
   // Reads rotate over r2 and r3; the one sent to r3 times out, ejecting r3 and abandoning its write.
   const reads = [vol.read(0n, 8, Buffer.alloc(4096)), vol.read(0n, 8, Buffer.alloc(4096))];
-  await waitFor(() => stateOf(vol, 'r3') === 'degraded', 2000);
+  await waitFor('r3 degraded', () => stateOf(vol, 'r3') === 'degraded', 2000);
   t.equal(vol.volumeState(), 'offline');
   await new Promise((res) => setTimeout(res, 100));
   t.notOk(done, 'held: only r2 acknowledged');
@@ -487,7 +481,7 @@ t.test('every replica drops at once and returns with its store instance: healthy
   await settled(vol);
   // A network blip on the target's node: every replica connection drops together.
   for (const c of conns) await c.close();
-  await waitFor(() => vol.volumeState() === 'offline');
+  await waitFor('volume offline', () => vol.volumeState() === 'offline', 3000);
   const b = randomBytes(4096);
   let done = false;
   const held = vol.write(8n, b).then(() => { done = true; });
@@ -508,7 +502,7 @@ t.test('a returning replica needs a rebuild if a write completed without it, or 
   const { vol, replicas, conns } = await instanced(t);
   // r3 away while a write completes on r1 and r2.
   await conns[2]!.close();
-  await waitFor(() => stateOf(vol, 'r3') === 'offline');
+  await waitFor('r3 offline', () => stateOf(vol, 'r3') === 'offline', 3000);
   await vol.write(0n, randomBytes(4096));
   vol.attach(await replicas[2]!.connect());
   t.equal(stateOf(vol, 'r3'), 'degraded', 'it missed a write');
@@ -516,14 +510,14 @@ t.test('a returning replica needs a rebuild if a write completed without it, or 
 
   // r2 restarted (a new store instance) while nothing was written: it may have lost unflushed writes.
   await conns[1]!.close();
-  await waitFor(() => stateOf(vol, 'r2') === 'offline');
+  await waitFor('r2 offline', () => stateOf(vol, 'r2') === 'offline', 3000);
   replicas[1]!.instance = 'instance-of-r2-after-a-restart';
   vol.attach(await replicas[1]!.connect());
   t.equal(stateOf(vol, 'r2'), 'degraded', 'another instance');
 
   // r1 drops and returns with nothing completed meanwhile (volume offline): intact.
   await conns[0]!.close();
-  await waitFor(() => stateOf(vol, 'r1') === 'offline');
+  await waitFor('r1 offline', () => stateOf(vol, 'r1') === 'offline', 3000);
   vol.attach(await replicas[0]!.connect());
   t.equal(stateOf(vol, 'r1'), 'healthy', 'nothing completed without it');
 });
@@ -534,7 +528,7 @@ t.test('a write completed while still in flight on a replica that then drops mak
   await vol.write(0n, randomBytes(4096));
   t.equal(vol.counters().inFlight['r3'], 1, 'r3 still has it');
   await conns[2]!.close();
-  await waitFor(() => stateOf(vol, 'r3') === 'offline');
+  await waitFor('r3 offline', () => stateOf(vol, 'r3') === 'offline', 3000);
   replicas[2]!.writeDelayMs = 0;
   vol.attach(await replicas[2]!.connect());
   t.equal(stateOf(vol, 'r3'), 'degraded', 'the write it owed was abandoned with its connection');
@@ -552,9 +546,9 @@ t.test('a write completed while still in flight on a replica that then drops mak
   // One that answers what it owed before dropping stays intact.
   replicas[1]!.writeDelayMs = 300;
   await vol.write(8n, randomBytes(4096));
-  await waitFor(() => vol.counters().inFlight['r2'] === 0);
+  await waitFor('r2 answered', () => vol.counters().inFlight['r2'] === 0, 3000);
   await conns[1]!.close();
-  await waitFor(() => stateOf(vol, 'r2') === 'offline');
+  await waitFor('r2 offline', () => stateOf(vol, 'r2') === 'offline', 3000);
   replicas[1]!.writeDelayMs = 0;
   vol.attach(await replicas[1]!.connect());
   t.equal(stateOf(vol, 'r2'), 'healthy', 'it answered every write before it dropped');
