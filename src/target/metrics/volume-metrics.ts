@@ -6,7 +6,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { IoKind, IoObserver } from './metered-device.js';
 import type { ReplicaState, VolumeState } from '../volume/replicated-volume.js';
 
-
 export interface ReplicaSample {
   readonly replicaId: string;
   readonly mode: ReplicaState;
