@@ -473,8 +473,6 @@ export class ReplicatedVolume implements BlockDevice {
         readonly conn: ReplicaConnection; readonly generation: number; readonly ticket: { id: number }; ok: boolean;
         /** The request failed or was abandoned on that connection. */
         failed: boolean;
-        /** It completed without this replica's answer: the replica is intact only if it answers. */
-        owed: boolean;
       }>();
       let finished = false;
       const finish = (err?: Error): void => {
@@ -487,8 +485,7 @@ export class ReplicatedVolume implements BlockDevice {
             const e = sent.get(slot);
             if (e?.ok === true) continue;
             if (e !== undefined && !e.failed && e.conn === slot.conn) {
-              // Still in flight there: it lags behind the quorum and owes this answer.
-              e.owed = true;
+              // Still in flight there: it lags behind the quorum (and is intact only if it answers).
               this.#lagging(slot, e.ticket.id);
             } else if (takesIoSeq) {
               slot.intact = false; // a data mutation completed that this replica never applied
@@ -512,13 +509,12 @@ export class ReplicatedVolume implements BlockDevice {
           const entry = sent.get(slot);
           // New, reconnected, or re-admitted (its earlier copy of this request may have been abandoned).
           if (entry === undefined || entry.conn !== conn || entry.generation !== slot.generation) {
-            const e = { conn, generation: slot.generation, ticket: { id: -1 }, ok: false, failed: false, owed: false };
+            const e = { conn, generation: slot.generation, ticket: { id: -1 }, ok: false, failed: false };
             sent.set(slot, e);
             this.#call(slot, (c, prior) => send(c, ioSeq, prior), { ticket: e.ticket, withPrior: kind === 'sync', expires: false, kind }).then(
               () => { e.ok = true; poke(); },
               (err: unknown) => {
                 e.failed = true;
-                if (e.owed && takesIoSeq) slot.intact = false;
                 this.#failed(slot, conn, err);
                 poke();
               },
@@ -626,10 +622,11 @@ export class ReplicatedVolume implements BlockDevice {
       // Only a flush looks at what is already in flight; everything else skips the copy.
       const prior = options.withPrior === true ? [...slot.pending.values()] : [];
       slot.pending.set(id, { start: Date.now(), kind: options.kind, reject, lagging: false, expires: options.expires, settled: undefined });
-      const settle = (): boolean => {
+      const settle = (ok: boolean): boolean => {
         const p = slot.pending.get(id);
         if (p === undefined) return false;
         if (p.lagging) slot.lagging--;
+        if (!ok && p.lagging) this.#lostCompletedWrite(slot, p);
         if (p.kind === 'read') {
           const ms = Date.now() - p.start;
           slot.readMs = slot.readMs === 0 ? Math.max(ms, 0.1) : slot.readMs * 0.8 + ms * 0.2;
@@ -639,8 +636,8 @@ export class ReplicatedVolume implements BlockDevice {
         return true;
       };
       op(conn, prior).then(
-        (v) => { if (settle()) resolve(v); },
-        (err: unknown) => { if (settle()) reject(err); },
+        (v) => { if (settle(true)) resolve(v); },
+        (err: unknown) => { if (settle(false)) reject(err); },
       );
     });
   }
@@ -693,14 +690,20 @@ export class ReplicatedVolume implements BlockDevice {
     if (close && conn !== undefined) void conn.close().catch(() => undefined);
   }
 
+  /** A lagging request (one the quorum completed without it) failed or was abandoned on `slot`. */
+  #lostCompletedWrite(slot: Slot, call: PendingCall): void {
+    // A mutation it will now never apply; a flush it missed loses no data.
+    if (call.kind === 'write') slot.intact = false;
+  }
+
   #abandon(slot: Slot, reason: string): void {
     const calls = [...slot.pending.values()];
     slot.pending.clear();
     slot.lagging = 0;
     for (const c of calls) {
-      // A write the quorum completed without it will never reach it now. Decided here, not in the
-      // request's rejection handler: attach() replacing a connection judges the replica at once.
-      if (c.lagging && c.kind === 'write') slot.intact = false;
+      // Decided here, not in the request's rejection handler: attach() replacing a connection
+      // judges the replica at once.
+      if (c.lagging) this.#lostCompletedWrite(slot, c);
       c.reject(new Abandoned(reason));
       if (c.settled !== undefined) for (const f of c.settled) f();
     }
