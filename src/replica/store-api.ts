@@ -79,6 +79,8 @@ export interface ChunkRun {
 
 export interface ReplicaStoreApi {
   readonly info: StoreInfo;
+  /** Every mutation with io_seq ≤ this that reached the store is applied (none below it is missing). */
+  readonly completeIoSeq: number;
   stats(): StoreStats;
   read(offset: number, length: number): Promise<StoreReadResult>;
   /** `data` may be any Buffer; one from acquireBuffer() avoids a copy. */

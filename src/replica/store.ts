@@ -338,6 +338,13 @@ export class ReplicaStore implements ReplicaStoreApi {
   readonly #dataOffset: number;
   #sb: Superblock;
   #highestIoSeq: number;
+  /**
+   * Set when the store opened holding writes above a point it cannot prove complete: a crash left
+   * the io_seq watermark below the highest io_seq applied, so a write in between may be missing
+   * (it was in flight and never landed). Caps the watermark — and so what HELLO reports complete
+   * and what checkpoints persist — until a rebuild fills whatever is missing.
+   */
+  #holeFloor: number | undefined;
   #info: StoreInfo;
   readonly #stats: MutableStats = {
     reads: 0, writes: 0, syncs: 0, unmaps: 0, writeZeroes: 0, readBytes: 0, writeBytes: 0,
@@ -360,6 +367,8 @@ export class ReplicaStore implements ReplicaStoreApi {
   private constructor(args: {
     path: string; file: BlockFile; pool: AlignedPool; log: Logger | undefined; sb: Superblock; table: MetadataTable;
     nextJournalSeq: number; recovery: RecoveryReport; options: OpenStoreOptions;
+    /** Every write with io_seq ≤ this is applied: the watermark found by recovery (or the checkpoint's). */
+    completeThrough: number;
   }) {
     this.path = args.path;
     this.#file = args.file;
@@ -379,6 +388,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     for (let i = 0; i < seqs.length; i++) if (seqs[i]! > highest) highest = seqs[i]!;
     this.#highestIoSeq = highest;
     this.#highestReceived = Math.max(highest, Number(args.sb.checkpointedIoSeq));
+    if (args.completeThrough < highest) this.#holeFloor = args.completeThrough;
     let repair = 0;
     for (let i = 0; i < args.table.flags.length; i++) if ((args.table.flags[i]! & ChunkFlag.NeedsRepair) !== 0) repair++;
     this.#stats.chunksNeedingRepair = repair;
@@ -445,7 +455,12 @@ export class ReplicaStore implements ReplicaStoreApi {
       });
       const replay = await ReplicaStore.#replayJournal(file, pool, sb, table, log);
       const recovery: RecoveryReport = { ...replay.report, badTableEntries };
-      const store = new ReplicaStore({ path, file, pool, log, sb, table, nextJournalSeq: replay.nextSeq, recovery, options });
+      const completeThrough = replay.report.journalBlocks > 0 ? replay.watermark : Number(sb.checkpointedIoSeq);
+      const store = new ReplicaStore({ path, file, pool, log, sb, table, nextJournalSeq: replay.nextSeq, recovery, options, completeThrough });
+      if (store.#holeFloor !== undefined) {
+        log?.warn({ path, completeIoSeq: store.#holeFloor, highestIoSeq: store.#highestIoSeq },
+          'writes above the complete io_seq may be missing (a crash with writes in flight): this replica reports itself complete only through it until a rebuild');
+      }
       if (replay.report.journalBlocks > 0 || badTableEntries > 0) {
         await store.#checkpointNow(replay.nextSeq - 1, replay.watermark);
         log?.info({ path, ...recovery }, 'replica store recovered from its journal');
@@ -621,11 +636,24 @@ export class ReplicaStore implements ReplicaStoreApi {
     }
   }
 
+  /** Every mutation with io_seq ≤ this that reached the store is applied (none below it is missing). */
   #watermark(): number {
-    if (this.#inflightSeqs.size === 0) return this.#highestReceived;
-    let min = Infinity;
-    for (const s of this.#inflightSeqs.keys()) if (s < min) min = s;
-    return min - 1;
+    let live = this.#highestReceived;
+    if (this.#inflightSeqs.size > 0) {
+      let min = Infinity;
+      for (const s of this.#inflightSeqs.keys()) if (s < min) min = s;
+      live = min - 1;
+    }
+    return this.#holeFloor === undefined ? live : Math.min(live, this.#holeFloor);
+  }
+
+  /**
+   * Every mutation with io_seq ≤ this that reached this replica is applied: below it nothing is
+   * missing. Lower than highestIoSeq while writes are in flight, and after a crash with writes in
+   * flight until a rebuild (the target then judges this copy by it, not by its highest io_seq).
+   */
+  get completeIoSeq(): number {
+    return this.#watermark();
   }
 
   #seqStart(ioSeq: number): void {
@@ -1079,10 +1107,11 @@ export class ReplicaStore implements ReplicaStoreApi {
     });
   }
 
-  /** The rebuild finished: this replica holds everything its source had. */
-  endRebuild(): Promise<void> {
-    return this.#updateSuperblock((sb) => ((sb.flags & SuperblockFlag.Rebuilding) === 0 ? undefined
+  /** The rebuild finished: this replica holds everything its source had (a hole a crash left is filled). */
+  async endRebuild(): Promise<void> {
+    await this.#updateSuperblock((sb) => ((sb.flags & SuperblockFlag.Rebuilding) === 0 ? undefined
       : { flags: sb.flags & ~SuperblockFlag.Rebuilding, rebuildSinceIoSeq: 0n }));
+    this.#holeFloor = undefined;
   }
 
   /** The target's metadata blob (target-state.ts); generation 0 when none was stored. */

@@ -102,7 +102,8 @@ export class TargetLink {
 
   #hello(): ReplicaHello {
     // The store's identity and positions as they are now (rebuildingSince only while unfinished).
-    return { ...this.#options.store.info, controlAddress: this.#options.controlAddress, pid: process.pid, instance: this.#instance };
+    const store = this.#options.store;
+    return { ...store.info, completeIoSeq: store.completeIoSeq, controlAddress: this.#options.controlAddress, pid: process.pid, instance: this.#instance };
   }
 
 

@@ -33,6 +33,7 @@ import { sessionInfo } from './iscsi/session-info.js';
 import { ManagementError } from '../protocol/management/management-codec.js';
 import { growReplicas, resizeReplica } from './volume/volume-grow.js';
 import { errorMessage } from '../shared/errors.js';
+import { judgeStartupReplicas, rebuildReason } from './volume/startup-judgement.js';
 
 export interface RunningTarget {
   readonly portal: { host: string; port: number };
@@ -136,14 +137,13 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   const startup = new Map<string, ReplicaConnection>();
   const wake: { fn: (() => void) | undefined } = { fn: undefined };
   const volumeLog = logger.child({ component: 'volume' });
-  const attachLate = (connection: ReplicaConnection): void => {
+  /** `rebuild`: why it must be rebuilt first (judged at start); by default judged against highestAtStart. */
+  const attachLate = (connection: ReplicaConnection, rebuild = rebuildReason(connection.hello, highestAtStart)): void => {
     const hello = connection.hello;
     if (volume instanceof ReplicatedVolume) {
       volume.attach(connection, resizedTo.get(hello.replicaId) ?? hello.capacityBytes);
       resizedTo.delete(hello.replicaId);
-      if (hello.rebuildingSince !== undefined || hello.highestIoSeq < highestAtStart) {
-        volume.markDegraded(hello.replicaId, hello.rebuildingSince !== undefined ? 'its rebuild was interrupted' : 'behind the other replicas');
-      }
+      if (rebuild !== undefined) volume.markDegraded(hello.replicaId, rebuild);
     } else {
       volume?.attach(connection);
     }
@@ -242,7 +242,8 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       logger.warn({ replicaBytes: capacityBytes, requestedBytes: config.sizeBytes.toString() },
         'the replicas were formatted with another size; serving their capacity');
     }
-    highestAtStart = Math.max(...present.map((c) => c.hello.highestIoSeq));
+    const judgement = judgeStartupReplicas(present.map((c) => c.hello));
+    highestAtStart = judgement.highestIoSeq;
     if (k === 1) {
       volume = new ReplicaVolume({ blockSize, capacityBytes, epoch, targetState, holdMs: config.replicaHoldS * 1000, logger: volumeLog });
       volume.attach(present[0]!);
@@ -252,7 +253,11 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
         holdMs: config.replicaHoldS * 1000, logger: volumeLog,
       });
       volume = replicated;
-      for (const c of present) attachLate(c);
+      if (judgement.unproven) {
+        volumeLog.warn({ highestIoSeq: highestAtStart, replicas: present.map((c) => ({ id: c.hello.replicaId, completeIoSeq: c.hello.completeIoSeq })) },
+          'no replica is provably complete (all stopped with writes in flight): serving the ones with the highest io_seq');
+      }
+      for (const c of present) attachLate(c, judgement.behind.get(c.hello.replicaId));
       orchestrator = new RebuildOrchestrator({
         volume: replicated,
         volumeUuid: identity.uuid,

@@ -235,6 +235,13 @@ export interface ReplicaHello {
    * acknowledged (a restart may lose unflushed ones), so the target can take it back without a rebuild.
    */
   readonly instance?: string;
+  /**
+   * Every mutation with io_seq ≤ this that reached the replica is applied: nothing below it is
+   * missing. Below highestIoSeq after a crash with writes in flight (a later write landed, an
+   * earlier one did not), so a target judging copies at its start does not take a copy with a hole
+   * for a complete one. Absent (an older replica): only highestIoSeq is known.
+   */
+  readonly completeIoSeq?: number;
 }
 
 const HELLO_STRINGS = ['volumeName', 'volumeUuid', 'replicaId', 'controlAddress'] as const;
@@ -246,6 +253,7 @@ export function encodeHello(hello: ReplicaHello): Buffer {
   for (const k of HELLO_NUMBERS) out[k] = hello[k];
   if (hello.rebuildingSince !== undefined) out['rebuildingSince'] = hello.rebuildingSince;
   if (hello.instance !== undefined) out['instance'] = hello.instance;
+  if (hello.completeIoSeq !== undefined) out['completeIoSeq'] = hello.completeIoSeq;
   return Buffer.from(JSON.stringify(out), 'utf8');
 }
 
@@ -274,6 +282,11 @@ export function decodeHello(payload: Buffer): ReplicaHello {
   if (since !== undefined) {
     if (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0) throw new Error('HELLO field rebuildingSince must be a safe non-negative integer');
     out['rebuildingSince'] = since;
+  }
+  const complete = obj['completeIoSeq'];
+  if (complete !== undefined) {
+    if (typeof complete !== 'number' || !Number.isSafeInteger(complete) || complete < 0) throw new Error('HELLO field completeIoSeq must be a safe non-negative integer');
+    out['completeIoSeq'] = complete;
   }
   const instance = obj['instance'];
   if (instance !== undefined) {

@@ -111,6 +111,12 @@ t.test('payload helpers', async t => {
   t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, instance: 7 }))), /instance/);
   t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, instance: '' }))), /instance/);
   t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, instance: 'x'.repeat(129) }))), /instance/);
+  const withComplete = { ...hello, completeIoSeq: 3 };
+  t.strictSame(decodeHello(encodeHello(withComplete)), withComplete, 'HELLO completeIoSeq round trip');
+  t.notOk('completeIoSeq' in decodeHello(encodeHello(hello)), 'no completeIoSeq: none decoded (an older replica)');
+  for (const bad of [-1, 1.5, '3', 2 ** 53]) {
+    t.throws(() => decodeHello(Buffer.from(JSON.stringify({ ...hello, completeIoSeq: bad }))), /completeIoSeq/, `completeIoSeq ${bad} refused`);
+  }
   t.equal(statusForStoreErrorCode('EMEDIUM'), ReplicaStatus.MediumError);
   t.equal(statusForStoreErrorCode('EIO'), ReplicaStatus.IoError);
   t.equal(statusForStoreErrorCode('ENOSPC'), ReplicaStatus.NoSpace);

@@ -202,6 +202,7 @@ t.test('reconnect with backoff after the target side closes', { timeout: 10_000 
   t.ok(disconnects.length >= 1);
   t.match(first.hello.instance, /^[0-9a-f-]{36}$/, 'the HELLO names the store instance');
   t.equal(second.hello.instance, first.hello.instance, 'the same on every reconnection of the link');
+  t.equal(second.hello.completeIoSeq, store.completeIoSeq, 'the HELLO says through which io_seq the store is complete');
 });
 
 t.test('refused HELLO is retried at the maximum backoff', { timeout: 10_000 }, async t => {
