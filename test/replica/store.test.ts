@@ -8,10 +8,9 @@ import { formatStore, ReplicaStore } from '../../src/replica/store.js';
 import { StoreError } from '../../src/replica/store-api.js';
 import { ChunkFlag } from '../../src/replica/metadata-table.js';
 import { crc32c } from '../../src/protocol/iscsi/digest.js';
-import { JOURNAL_BLOCK_BYTES, encodeJournalBlock } from '../../src/replica/journal.js';
-import { SUPERBLOCK_REGION_BYTES, selectSuperblock } from '../../src/replica/superblock.js';
 import { checkPatternBlock, PATTERN_BLOCK } from '../fixtures/store-pattern.js';
 import { waitFor } from '../fixtures/wait-for.js';
+import { journalAsCrashLeft } from '../fixtures/crash-journal.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'store-test-'));
@@ -232,23 +231,7 @@ t.test('a crash leaving a hole below the highest io_seq: completeIoSeq stays bel
   t.equal(store.completeIoSeq, store.info.highestIoSeq, 'a store that never crashed is complete through its highest io_seq');
   await store.close();
 
-  const region = Buffer.alloc(SUPERBLOCK_REGION_BYTES);
-  const fd = openSync(path, 'r+');
-  readSync(fd, region, 0, region.length, 0);
-  const state = selectSuperblock(region);
-  if (state.state !== 'valid') throw new Error(`superblock: ${state.state}`);
-  const sb = state.superblock;
-  const data = pattern(4096, 7);
-  writeSync(fd, data, 0, data.length, Number(sb.dataOffset) + 7 * 4096);
-  const seq = Number(sb.journalCheckpointSeq) + 1;
-  const block = Buffer.alloc(JOURNAL_BLOCK_BYTES);
-  encodeJournalBlock(block, 0, {
-    seq, completeSeq: seq, ioSeqWatermark: 5,
-    entries: [{ chunk: 7, newSeq: 7, newCrc: crc32c(data), newFlags: 0, prevSeq: 0, prevCrc: 0, prevFlags: 0 }],
-  }, sb.journalNonce);
-  const slots = Number(sb.journalLength) / JOURNAL_BLOCK_BYTES;
-  writeSync(fd, block, 0, block.length, Number(sb.journalOffset) + (seq % slots) * JOURNAL_BLOCK_BYTES);
-  closeSync(fd);
+  journalAsCrashLeft(path, [{ chunk: 7, ioSeq: 7, data: pattern(4096, 7) }], 5);
 
   store = await ReplicaStore.open(path, { checkpointIntervalMs: 0 });
   t.equal(store.recovery.journalBlocks, 1, 'the hand-made record was replayed');
