@@ -7,6 +7,11 @@
 //     BENCH_DIR=<tmpdir>  where the two 1 GiB files go (same filesystem as the repo by default)
 //     BENCH_ONLY=<substring>  only workloads whose name contains it (e.g. "randwrite QD32")
 //     BENCH_FIO=0  skip fio     BENCH_FRAMING=0  skip the framing part     BENCH_KEEP=1  keep the files
+//     BENCH_ADDON=0  skip the "addon alone" baseline
+//
+// The "addon alone" rows drive the native addon (BlockFile.read/write, one pooled buffer per
+// request) on fio's file with the same closed loop, offsets and queue depth and no store logic:
+// what Node and the addon reach by themselves, the ceiling for the store on this machine.
 //
 // Prints tables then one JSON document on stdout; progress on stderr. Both sides run against a
 // preconditioned (fully written) file: fio on a raw 1 GiB file, the store on a formatted store file
@@ -17,7 +22,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { engineInfo, ioStats } from '../../src/replica/native.js';
+import { BlockFile, allocAligned, engineInfo, ioStats } from '../../src/replica/native.js';
 import { ReplicaStore, formatStore } from '../../src/replica/store.js';
 import type { StoreInfo } from '../../src/replica/store-api.js';
 import { DataResponder } from '../../src/replica/data-responder.js';
@@ -37,6 +42,7 @@ const REPS = Math.max(1, Math.floor(Number(process.env['BENCH_REPS'] ?? '5')));
 const ONLY = process.env['BENCH_ONLY'];
 const WITH_FIO = process.env['BENCH_FIO'] !== '0';
 const WITH_FRAMING = process.env['BENCH_FRAMING'] !== '0';
+const WITH_ADDON = process.env['BENCH_ADDON'] !== '0';
 const KEEP = process.env['BENCH_KEEP'] === '1';
 // os.tmpdir() is on the repo's filesystem here; the run reports the device ids so a mismatch shows.
 const BASE_DIR = process.env['BENCH_DIR'] ?? tmpdir();
@@ -195,6 +201,21 @@ async function runStore(store: ReplicaStore, w: Workload, seqs: SeqCounter, seed
   if (w.rw !== 'write') return sample;
   await store.checkpoint();
   return { ...sample, journalBlocksPerOp: ops > 0 ? journalBlocks / ops : 0 };
+}
+
+/** The addon alone on `file` (fio's), same loop and offsets as the store: the per-request cost of Node and the addon. */
+async function runAddon(file: BlockFile, w: Workload, seed: number): Promise<Sample> {
+  const nextOffset = offsetSource(w.random, w.bs, CAPACITY, seed);
+  const free: Buffer[] = [];
+  return closedLoop(w.qd, w.bs, async () => {
+    const buf = free.pop() ?? allocAligned(w.bs, file.memoryAlignment);
+    try {
+      if (w.rw === 'read') await file.read(buf, nextOffset());
+      else await file.write(buf, nextOffset());
+    } finally {
+      free.push(buf);
+    }
+  });
 }
 
 /** Format the store and write its whole capacity through it (every chunk then has data and a CRC). */
@@ -360,21 +381,32 @@ async function main(): Promise<void> {
       const store = await ReplicaStore.open(storePath);
       try {
         storeInfo = store.info;
+        const addonFile = fio !== undefined && WITH_ADDON ? await BlockFile.open(rawPath, { write: true }) : undefined;
         const ours = new Map<string, Sample[]>();
         const theirs = new Map<string, Sample[]>();
+        const bare = new Map<string, Sample[]>();
         const paired = new Map<string, number[]>();
+        const pairedBare = new Map<string, number[]>();
         for (let rep = 0; rep < REPS; rep++) {
           for (const w of selected) {
-            // Alternate who goes first so drift (device cache, thermal) does not favour one side.
-            const sides = rep % 2 === 0 ? ['store', 'fio'] as const : ['fio', 'store'] as const;
+            // Rotate who goes first so drift (device cache, thermal) does not favour one side.
+            const order = ['store', 'fio', 'addon'] as const;
+            const sides = [0, 1, 2].map((i) => order[(i + rep) % 3]!);
             let storeRun: Sample | undefined;
             let fioRun: Sample | undefined;
+            let addonRun: Sample | undefined;
             for (const side of sides) {
               if (side === 'store') {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: store`);
                 const s = await runStore(store, w, seqs, 0x1234567 + rep * 7919);
                 ours.set(w.name, [...(ours.get(w.name) ?? []), s]);
                 storeRun = s;
+              } else if (side === 'addon') {
+                if (addonFile === undefined) continue;
+                progress.update(`rep ${rep + 1}/${REPS} ${w.name}: addon alone`);
+                const s = await runAddon(addonFile, w, 0x1234567 + rep * 7919);
+                bare.set(w.name, [...(bare.get(w.name) ?? []), s]);
+                addonRun = s;
               } else if (fio !== undefined) {
                 progress.update(`rep ${rep + 1}/${REPS} ${w.name}: fio`);
                 const s = await runFio(fio, rawPath, w, SECONDS, CAPACITY);
@@ -388,12 +420,18 @@ async function main(): Promise<void> {
             if (storeRun !== undefined && fioRun !== undefined && fioRun.iops > 0) {
               paired.set(w.name, [...(paired.get(w.name) ?? []), storeRun.iops / fioRun.iops]);
             }
+            if (addonRun !== undefined && fioRun !== undefined && fioRun.iops > 0) {
+              pairedBare.set(w.name, [...(pairedBare.get(w.name) ?? []), addonRun.iops / fioRun.iops]);
+            }
           }
         }
+        await addonFile?.close();
         for (const w of selected) {
           const o = ours.get(w.name);
           const t = theirs.get(w.name);
+          const a = bare.get(w.name);
           if (o !== undefined) storeResults.push(combine(w.name, 'store', o, paired.get(w.name)));
+          if (a !== undefined) storeResults.push(combine(w.name, 'addon alone', a, pairedBare.get(w.name)));
           if (t !== undefined) storeResults.push(combine(w.name, 'fio io_uring', t));
         }
         const st = store.stats();
@@ -445,7 +483,8 @@ async function main(): Promise<void> {
   };
   const layout = storeInfo === undefined ? '' : `, store blockSize ${storeInfo.blockSize} chunk ${storeInfo.chunkSize}`;
   process.stdout.write(`replica store: ${SECONDS}s per run, median of ${REPS} (each store run next to a fio run), 1 GiB preconditioned, O_DIRECT${layout}, ` +
-    `io_uring ${info.ioUring ? 'on' : 'off'}; fio --ioengine=io_uring --direct=1 on a raw file in the same directory\n\n`);
+    `io_uring ${info.ioUring ? 'on' : 'off'}; fio --ioengine=io_uring --direct=1 on a raw file in the same directory; ` +
+    `"addon alone": the native addon on fio's file, same loop, no store logic\n\n`);
   if (storeResults.length > 0) {
     process.stdout.write(`${formatTable([
       { header: 'workload' }, { header: 'engine' }, { header: 'IOPS', align: 'right' }, { header: 'MB/s', align: 'right' },
@@ -462,7 +501,7 @@ async function main(): Promise<void> {
         r.journalBlocksPerOp === undefined ? '' : fmtFixed(r.journalBlocksPerOp, 2),
       ];
     }))}\n`);
-    process.stdout.write('x fio = ratio of the median IOPS; x fio paired = median of (store run / the fio run next to it); ' +
+    process.stdout.write('x fio = ratio of the median IOPS; x fio paired = median of (store or addon run / the fio run next to it); ' +
       'spread = (max - min) / median IOPS over the repetitions;\nCPU µs/op = user+sys of the whole process (fio: its usr_cpu+sys_cpu); ' +
       'dev µs = mean time from io_uring submission to reaping, all the store\'s I/O; jrnl/op = journal blocks written per store write\n\n');
   }
