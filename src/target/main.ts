@@ -33,7 +33,7 @@ import { sessionInfo } from './iscsi/session-info.js';
 import { ManagementError } from '../protocol/management/management-codec.js';
 import { growReplicas, resizeReplica } from './volume/volume-grow.js';
 import { errorMessage } from '../shared/errors.js';
-import { judgeStartupReplicas, rebuildReason } from './volume/startup-judgement.js';
+import { judgeStartupReplicas, lateJoinerReason, type StartupJudgement } from './volume/startup-judgement.js';
 
 export interface RunningTarget {
   readonly portal: { host: string; port: number };
@@ -132,13 +132,14 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   let epoch = 0;
   /** Persistent SCSI state (reservations), kept on the replicas. */
   let targetState: TargetStateKeeper | undefined;
-  /** Highest io_seq any replica reported at start: one below it is behind and must be rebuilt. */
-  let highestAtStart = 0;
+  /** How the copies were judged at start: the reference for replicas that join later. */
+  let atStart: StartupJudgement | undefined;
   const startup = new Map<string, ReplicaConnection>();
   const wake: { fn: (() => void) | undefined } = { fn: undefined };
   const volumeLog = logger.child({ component: 'volume' });
-  /** `rebuild`: why it must be rebuilt first (judged at start); by default judged against highestAtStart. */
-  const attachLate = (connection: ReplicaConnection, rebuild = rebuildReason(connection.hello, highestAtStart)): void => {
+  /** `rebuild`: why it must be rebuilt first (judged at start); by default judged against the start's reference. */
+  const attachLate = (connection: ReplicaConnection,
+    rebuild = atStart === undefined ? undefined : lateJoinerReason(connection.hello, atStart)): void => {
     const hello = connection.hello;
     if (volume instanceof ReplicatedVolume) {
       volume.attach(connection, resizedTo.get(hello.replicaId) ?? hello.capacityBytes);
@@ -243,7 +244,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
         'the replicas were formatted with another size; serving their capacity');
     }
     const judgement = judgeStartupReplicas(present.map((c) => c.hello));
-    highestAtStart = judgement.highestIoSeq;
+    atStart = judgement;
     if (k === 1) {
       volume = new ReplicaVolume({ blockSize, capacityBytes, epoch, targetState, holdMs: config.replicaHoldS * 1000, logger: volumeLog });
       volume.attach(present[0]!);
@@ -254,7 +255,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       });
       volume = replicated;
       if (judgement.unproven) {
-        volumeLog.warn({ highestIoSeq: highestAtStart, replicas: present.map((c) => ({ id: c.hello.replicaId, completeIoSeq: c.hello.completeIoSeq })) },
+        volumeLog.warn({ highestIoSeq: judgement.highestIoSeq, replicas: present.map((c) => ({ id: c.hello.replicaId, completeIoSeq: c.hello.completeIoSeq })) },
           'no replica is provably complete (all stopped with writes in flight): serving the ones with the highest io_seq');
       }
       for (const c of present) attachLate(c, judgement.behind.get(c.hello.replicaId));
@@ -274,7 +275,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
     }
     // Connected while the epoch was being established, or refused it: they redial and are fenced then.
     for (const c of startup.values()) if (!present.includes(c)) closeOnPurpose(c);
-    logger.info({ replicas: present.map((c) => c.hello.replicaId), epoch, highestIoSeq: highestAtStart }, 'volume assembled');
+    logger.info({ replicas: present.map((c) => c.hello.replicaId), epoch, highestIoSeq: judgement.highestIoSeq }, 'volume assembled');
   } catch (err) {
     await stopReplicas();
     await ops.close();

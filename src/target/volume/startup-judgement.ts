@@ -46,3 +46,15 @@ export function judgeStartupReplicas(hellos: readonly StartupHello[]): StartupJu
   }
   return { highestIoSeq, behind, unproven: behind.size < hellos.length };
 }
+
+/**
+ * A replica that joins after the start, judged against the start's reference. Once copies with
+ * holes were taken as they are (unproven), a hole no longer tells a copy apart: those copies keep
+ * theirs (only a rebuild clears it, and they are the rebuild sources), so one of them reconnecting
+ * after a blip must not be sent to a rebuild it cannot get. Only the highest io_seq counts then.
+ */
+export function lateJoinerReason(hello: StartupHello, start: StartupJudgement): string | undefined {
+  if (!start.unproven) return rebuildReason(hello, start.highestIoSeq);
+  const { replicaId, highestIoSeq, rebuildingSince } = hello;
+  return rebuildReason({ replicaId, highestIoSeq, ...(rebuildingSince !== undefined ? { rebuildingSince } : {}) }, start.highestIoSeq);
+}

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { judgeStartupReplicas, rebuildReason } from '../../../src/target/volume/startup-judgement.js';
+import { judgeStartupReplicas, lateJoinerReason, rebuildReason } from '../../../src/target/volume/startup-judgement.js';
 
 t.test('copies that are complete serve; one behind, with a hole, or mid-rebuild is rebuilt', async (t) => {
   const j = judgeStartupReplicas([
@@ -42,4 +42,19 @@ t.test('no copy provably complete: the ones with the highest io_seq are taken as
   const empty = judgeStartupReplicas([]);
   t.equal(empty.highestIoSeq, 0);
   t.equal(empty.behind.size, 0);
+});
+
+t.test('late joiners: judged like at start, except that holes no longer count once holey copies were taken', async (t) => {
+  const proven = judgeStartupReplicas([{ replicaId: 'r1', highestIoSeq: 50, completeIoSeq: 50 }]);
+  t.match(lateJoinerReason({ replicaId: 'r2', highestIoSeq: 50, completeIoSeq: 49 }, proven), /above io_seq 49/);
+  t.equal(lateJoinerReason({ replicaId: 'r2', highestIoSeq: 60, completeIoSeq: 60 }, proven), undefined);
+  const unproven = judgeStartupReplicas([
+    { replicaId: 'r1', highestIoSeq: 50, completeIoSeq: 48 },
+    { replicaId: 'r2', highestIoSeq: 50, completeIoSeq: 49 },
+  ]);
+  t.equal(unproven.unproven, true);
+  // r1 keeps its hole (only a rebuild clears it, and it is a source): after a blip it must rejoin, not wait for a rebuild.
+  t.equal(lateJoinerReason({ replicaId: 'r1', highestIoSeq: 70, completeIoSeq: 48 }, unproven), undefined);
+  t.match(lateJoinerReason({ replicaId: 'r3', highestIoSeq: 40, completeIoSeq: 40 }, unproven), /behind/);
+  t.match(lateJoinerReason({ replicaId: 'r3', highestIoSeq: 70, completeIoSeq: 70, rebuildingSince: 3 }, unproven), /interrupted/);
 });
