@@ -17,6 +17,7 @@ import { TargetLink } from './target-link.js';
 import { RebuildSink } from './rebuild-sink.js';
 import { estimateRebuild } from './rebuild-estimate.js';
 import { errorMessage } from '../shared/errors.js';
+import { onShutdownSignals } from '../shared/shutdown-signals.js';
 
 export interface RunningReplica {
   readonly store: ReplicaStore;
@@ -126,7 +127,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           const { capacityBytes, chunkSize } = store.info;
           return estimateRebuild({ chunkState: (offset) => store.chunkState(offset), capacityBytes, chunkSize, sinceIoSeq });
         },
-        startRebuild: async ({ sourceAddress, sinceIoSeq, rateBytesPerSec, volumeUuid }) => {
+        startRebuild: async ({ sourceAddress, sinceIoSeq, rateBytesPerSec, volumeUuid, newWritesFromIoSeq }) => {
           checkVolume(volumeUuid);
           if (sourceAddress === '') throw new ControlError('INVALID_ARGUMENT', 'source_address is required');
           if (sourceAddress === control.address) throw new ControlError('INVALID_ARGUMENT', 'a replica cannot rebuild from itself');
@@ -137,7 +138,10 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           // Persisted first: a restart before the end still reports this replica as out of sync.
           await store.beginRebuild(sinceIoSeq);
           const since = store.info.rebuildingSince ?? sinceIoSeq;
-          const current = new RebuildSink({ store, source: sourceAddress, sinceIoSeq: since, rateBytesPerSec, logger: rebuildLog });
+          const current = new RebuildSink({
+            store, source: sourceAddress, sinceIoSeq: since, rateBytesPerSec, logger: rebuildLog,
+            ...(newWritesFromIoSeq !== undefined ? { newWritesFromIoSeq } : {}),
+          });
           sink = current;
           void current.start().then(async (p) => {
             if (p.state === 'done') {
@@ -231,8 +235,7 @@ async function main(): Promise<void> {
     force.unref();
     replica.stop().then(() => process.exit(0), (err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exit(1); });
   };
-  process.once('SIGINT', () => shutdown('SIGINT'));
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  onShutdownSignals(shutdown, (signal) => logger.info({ signal }, 'already shutting down'));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -17,8 +17,12 @@ import { errorMessage } from '../shared/errors.js';
 
 /** What the sink needs of the local store (ReplicaStore satisfies it). */
 export interface RebuildSinkStore {
-  readonly info: { readonly volumeUuid: string };
+  readonly info: { readonly volumeUuid: string; readonly chunkSize: number };
   applyRun(run: Pick<ChunkRun, 'offset' | 'ioSeqs' | 'crcs' | 'zero' | 'data'>): Promise<StoreWriteResult>;
+  /** Flags chunks changed in (since, newWritesFrom) that the stream did not cover (ReplicaStore.flagDivergent). */
+  flagDivergent?(sinceIoSeq: number, newWritesFrom: number): Promise<number[]>;
+  resetUnwritten?(offset: number): boolean;
+  checkpoint?(): Promise<void>;
 }
 
 /** What the sink needs of the source's control client. */
@@ -38,6 +42,12 @@ export interface RebuildSinkOptions {
   /** host:port of the source replica's control service. */
   readonly source: string;
   readonly sinceIoSeq: number;
+  /**
+   * The first io_seq the target sent this replica as a rebuilding one. Given, chunks this replica
+   * changed before it (and after sinceIoSeq) that the stream did not bring to the source's state
+   * are flagged for repair before the rebuild reports done; unknown (an older target): none are.
+   */
+  readonly newWritesFromIoSeq?: number;
   /** Applied bytes per second; 0/undefined = unlimited. */
   readonly rateBytesPerSec?: number;
   /** Run size asked of the source (default 1 MiB; the source clamps). */
@@ -80,6 +90,7 @@ function isRetryable(err: unknown): boolean {
 
 export class RebuildSink {
   readonly #store: RebuildSinkStore;
+  readonly #newWritesFrom: number | undefined;
   readonly #source: string;
   readonly #sinceIoSeq: number;
   /** Bytes/s, 0 = unlimited; changed live by setRate (the target's adaptive controller). */
@@ -115,6 +126,7 @@ export class RebuildSink {
     this.#store = options.store;
     this.#source = options.source;
     this.#sinceIoSeq = options.sinceIoSeq;
+    this.#newWritesFrom = options.newWritesFromIoSeq;
     this.#rate = Math.max(0, options.rateBytesPerSec ?? 0);
     this.#maxRunBytes = options.maxRunBytes ?? DEFAULT_MAX_RUN_BYTES;
     this.#maxAttempts = Math.max(1, options.retry?.maxAttempts ?? 5);
@@ -255,6 +267,12 @@ export class RebuildSink {
           failures = 0;
           this.#sample();
         }
+        // Before reporting done (the target then reads from this copy): what only this copy holds
+        // is flagged, then takes the source's copy of the chunk, whatever its io_seq.
+        if (this.#newWritesFrom !== undefined && this.#store.flagDivergent !== undefined) {
+          const divergent = await this.#store.flagDivergent(this.#sinceIoSeq, this.#newWritesFrom);
+          if (divergent.length > 0) await this.#takeSourceCopies(client, divergent, volumeUuid, signal);
+        }
         return this.#finish('done', undefined);
       } catch (err) {
         if (signal.aborted) return this.#finish('failed', errorMessage(signal.reason));
@@ -277,6 +295,27 @@ export class RebuildSink {
         client.close();
       }
     }
+  }
+
+  /** Each flagged chunk gets the source's copy (a run from a scan since io_seq 0), or none if the source never wrote it. */
+  async #takeSourceCopies(client: RebuildSource, offsets: readonly number[], volumeUuid: string, signal: AbortSignal): Promise<void> {
+    const chunk = this.#store.info.chunkSize;
+    let copied = 0;
+    let reset = 0;
+    for (const offset of offsets) {
+      let found = false;
+      for await (const run of client.rebuild({ sinceIoSeq: 0, fromOffset: offset, maxRunBytes: chunk, volumeUuid }, { signal })) {
+        if (run.offset === offset) {
+          await this.#store.applyRun({ offset, ioSeqs: run.ioSeqs.subarray(0, 1), crcs: run.crcs.subarray(0, 1), zero: run.zeroMask.subarray(0, 1), data: run.data.subarray(0, chunk) });
+          found = true;
+        }
+        break;
+      }
+      if (found) copied++;
+      else if (this.#store.resetUnwritten?.(offset) === true) reset++;
+    }
+    await this.#store.checkpoint?.();
+    this.#log.warn({ chunks: offsets.length, copied, reset }, 'chunks only this copy had changed now hold the source\'s copy');
   }
 
   async #fetchEstimate(client: RebuildSource, volumeUuid: string, signal: AbortSignal): Promise<void> {

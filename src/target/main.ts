@@ -34,6 +34,7 @@ import { ManagementError } from '../protocol/management/management-codec.js';
 import { growReplicas, resizeReplica } from './volume/volume-grow.js';
 import { errorMessage } from '../shared/errors.js';
 import { judgeStartupReplicas, lateJoinerReason, type StartupJudgement } from './volume/startup-judgement.js';
+import { onShutdownSignals } from '../shared/shutdown-signals.js';
 
 export interface RunningTarget {
   readonly portal: { host: string; port: number };
@@ -256,7 +257,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       volume = replicated;
       if (judgement.unproven) {
         volumeLog.warn({ highestIoSeq: judgement.highestIoSeq, replicas: present.map((c) => ({ id: c.hello.replicaId, completeIoSeq: c.hello.completeIoSeq })) },
-          'no replica is provably complete (all stopped with writes in flight): serving the ones with the highest io_seq');
+          'no replica is provably complete (all stopped with writes in flight): serving the most complete one, the others are rebuilt from it');
       }
       for (const c of present) attachLate(c, judgement.behind.get(c.hello.replicaId));
       orchestrator = new RebuildOrchestrator({
@@ -400,8 +401,7 @@ async function main(): Promise<void> {
     force.unref();
     target.stop().then(() => process.exit(0), err => { logger.error({ err }, 'shutdown failed'); process.exit(1); });
   };
-  process.once('SIGINT', () => shutdown('SIGINT'));
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  onShutdownSignals(shutdown, (signal) => logger.info({ signal }, 'already shutting down'));
   // A bug in one connection's handling must not take the volume down silently: log it and keep serving.
   process.on('uncaughtException', err => logger.fatal({ err }, 'uncaught exception'));
   process.on('unhandledRejection', err => logger.error({ err }, 'unhandled rejection'));

@@ -399,3 +399,72 @@ t.test('applyRun (rebuild sink): copies older state, never overwrites newer writ
   await t.rejects(sink.applyRun(bad), { code: 'EMEDIUM' }, 'a copy that fails its CRC is refused');
   t.same(sink.chunkState(30 * 4096), { ioSeq: 0, crc: 0, flags: 0 }, 'and not stored');
 });
+
+// Copies that each crashed with writes in flight can each hold a write the other never applied.
+// A rebuild copies only what is newer at the source, so the sink's own one would survive it: it is
+// flagged for repair instead (then read-repaired from a healthy copy), never kept as data.
+t.test('flagDivergent: chunks only the sink changed before the rebuild are flagged, the rest kept', async (t) => {
+  const source = await ReplicaStore.open(await fresh());
+  const sink = await ReplicaStore.open(await fresh());
+  t.teardown(async () => { await source.close(); await sink.close(); });
+  // Both hold write 1; the source also holds 3 (chunk 1), the sink holds 2 (chunk 2) that the source lacks,
+  // 4 (chunk 3) that the source holds too, and 9 (chunk 4) that arrives as a rebuilding replica.
+  for (const s of [source, sink]) await s.write(0, pattern(4096, 1), 1);
+  await source.write(1 * 4096, pattern(4096, 3), 3);
+  await source.write(3 * 4096, pattern(4096, 4), 4);
+  await sink.write(2 * 4096, pattern(4096, 2), 2);
+  await sink.write(3 * 4096, pattern(4096, 4), 4);
+  await t.rejects(sink.flagDivergent(1, 9), /no rebuild is running/);
+  await sink.beginRebuild(1);
+  await sink.write(4 * 4096, pattern(4096, 9), 9);
+  for await (const run of source.scan(1)) await sink.applyRun(run);
+  t.strictSame(await sink.flagDivergent(1, 9), [2 * 4096], 'one chunk holds a write the source never applied');
+  t.equal(sink.chunkState(2 * 4096).flags & ChunkFlag.NeedsRepair, ChunkFlag.NeedsRepair, 'write 2, only on the sink: flagged');
+  await t.rejects(sink.read(2 * 4096, 4096), { code: 'EMEDIUM' }, 'and refused as a media error, never served');
+  for (const [chunk, seq] of [[0, 1], [1, 3], [3, 4], [4, 9]] as const) {
+    const r = await readAll(sink, chunk * 4096, 4096);
+    t.ok(r.data.equals(pattern(4096, seq)) && r.ioSeqs[0] === seq, `chunk ${chunk} keeps write ${seq}`);
+  }
+  t.equal(sink.stats().chunksNeedingRepair, 1);
+  await sink.close();
+  const reopened = await ReplicaStore.open(sink.path);
+  t.teardown(() => reopened.close());
+  t.equal(reopened.chunkState(2 * 4096).flags & ChunkFlag.NeedsRepair, ChunkFlag.NeedsRepair, 'the flag is persisted');
+  // The source never wrote chunk 2: it becomes never written here too. A chunk not flagged is left alone.
+  t.equal(reopened.resetUnwritten(2 * 4096), true);
+  t.equal(reopened.resetUnwritten(3 * 4096), false);
+  t.same(reopened.chunkState(2 * 4096), { ioSeq: 0, crc: 0, flags: 0 });
+  t.ok((await readAll(reopened, 2 * 4096, 4096)).data.equals(Buffer.alloc(4096)), 'reads zeroes, as at the source');
+  t.equal(reopened.stats().chunksNeedingRepair, 0);
+});
+
+t.test('a rebuild sink given newWritesFrom brings chunks only it changed to the source\'s copy before it reports done', async (t) => {
+  const source = await ReplicaStore.open(await fresh());
+  const sink = await ReplicaStore.open(await fresh());
+  t.teardown(async () => { await source.close(); await sink.close(); });
+  for (const s of [source, sink]) await s.write(0, pattern(4096, 1), 1);
+  await source.write(4096, pattern(4096, 2), 2); // the source's older copy of chunk 1
+  await sink.write(4096, pattern(4096, 5), 5); // a write only the sink applied
+  await sink.write(2 * 4096, pattern(4096, 6), 6); // on a chunk the source never wrote
+  await sink.beginRebuild(2);
+  const { RebuildSink } = await import('../../src/replica/rebuild-sink.js');
+  const { silentLogger } = await import('../../src/shared/logger.js');
+  const scanClient = {
+    rebuild: (req: { sinceIoSeq: number; fromOffset: number; maxRunBytes: number }) => (async function* () {
+      for await (const run of source.scan(req.sinceIoSeq, { fromOffset: req.fromOffset, maxRunBytes: req.maxRunBytes })) {
+        yield { ...run, zeroMask: run.zero, length: run.data.length };
+      }
+    })(),
+    rebuildEstimate: async () => ({ bytes: 0, chunks: 0 }),
+    close: () => undefined,
+  };
+  const p = await new RebuildSink({
+    store: sink, source: 'in-process', sinceIoSeq: 2, newWritesFromIoSeq: 7, logger: silentLogger(),
+    connect: () => scanClient as never,
+  }).start();
+  t.equal(p.state, 'done', p.lastError ?? '');
+  const one = await readAll(sink, 4096, 4096);
+  t.ok(one.data.equals(pattern(4096, 2)) && one.ioSeqs[0] === 2, 'chunk 1 holds the source\'s copy (write 2), not write 5');
+  t.same(sink.chunkState(2 * 4096), { ioSeq: 0, crc: 0, flags: 0 }, 'chunk 2 is never written, as at the source');
+  t.equal(sink.stats().chunksNeedingRepair, 0);
+});
