@@ -21,7 +21,6 @@ export interface RebuildSinkStore {
   applyRun(run: Pick<ChunkRun, 'offset' | 'ioSeqs' | 'crcs' | 'zero' | 'data'>): Promise<StoreWriteResult>;
   /** Flags chunks changed in (since, newWritesFrom) that the stream did not cover (ReplicaStore.flagDivergent). */
   flagDivergent?(sinceIoSeq: number, newWritesFrom: number): Promise<number[]>;
-  resetUnwritten?(offset: number): boolean;
   checkpoint?(): Promise<void>;
 }
 
@@ -297,25 +296,27 @@ export class RebuildSink {
     }
   }
 
-  /** Each flagged chunk gets the source's copy (a run from a scan since io_seq 0), or none if the source never wrote it. */
+  /**
+   * Each flagged chunk takes the source's copy (the first run of a scan since io_seq 0 from it). A
+   * chunk the scan does not return — never written at the source, or unreadable there (flagged
+   * too) — stays flagged: refused as a media error, so reads go to another copy; never zeroed on a
+   * guess, which would serve zeroes for data another copy still holds.
+   */
   async #takeSourceCopies(client: RebuildSource, offsets: readonly number[], volumeUuid: string, signal: AbortSignal): Promise<void> {
     const chunk = this.#store.info.chunkSize;
     let copied = 0;
-    let reset = 0;
     for (const offset of offsets) {
-      let found = false;
       for await (const run of client.rebuild({ sinceIoSeq: 0, fromOffset: offset, maxRunBytes: chunk, volumeUuid }, { signal })) {
         if (run.offset === offset) {
           await this.#store.applyRun({ offset, ioSeqs: run.ioSeqs.subarray(0, 1), crcs: run.crcs.subarray(0, 1), zero: run.zeroMask.subarray(0, 1), data: run.data.subarray(0, chunk) });
-          found = true;
+          copied++;
         }
         break;
       }
-      if (found) copied++;
-      else if (this.#store.resetUnwritten?.(offset) === true) reset++;
     }
     await this.#store.checkpoint?.();
-    this.#log.warn({ chunks: offsets.length, copied, reset }, 'chunks only this copy had changed now hold the source\'s copy');
+    this.#log.warn({ chunks: offsets.length, copied, leftFlagged: offsets.length - copied },
+      'chunks only this copy had changed now hold the source\'s copy (any the source has none of stay flagged for repair)');
   }
 
   async #fetchEstimate(client: RebuildSource, volumeUuid: string, signal: AbortSignal): Promise<void> {

@@ -1133,8 +1133,8 @@ export class ReplicaStore implements ReplicaStoreApi {
    * replica) that the stream did not bring to the source's state. Such a chunk holds a write the
    * source never applied: after a crash with writes in flight, copies can each hold a write the
    * others lack, and a rebuild only copies what is newer at the source. Flagged, the chunk is
-   * refused as a media error (never served) and accepts the source's older copy (applyRun) or
-   * resetUnwritten. Persisted (checkpoint) before it returns. Returns the flagged chunks' offsets.
+   * refused as a media error (never served) and accepts the source's older copy (applyRun).
+   * Persisted (checkpoint) before it returns. Returns the flagged chunks' offsets.
    */
   async flagDivergent(sinceIoSeq: number, newWritesFrom: number): Promise<number[]> {
     const covered = this.#rebuildCovered;
@@ -1155,20 +1155,6 @@ export class ReplicaStore implements ReplicaStoreApi {
     return flagged;
   }
 
-  /**
-   * A chunk flagged for repair whose healthy copy was never written: it becomes never written too
-   * (reads zeroes, no data). A chunk no longer flagged (a write covered it meanwhile) is left alone.
-   * The caller checkpoints; until then a crash leaves the chunk flagged, never wrong.
-   */
-  resetUnwritten(offset: number): boolean {
-    this.#checkOpen();
-    this.#checkRange(offset, this.#chunk);
-    const c = Math.floor(offset / this.#chunk);
-    if ((this.#table.flags[c]! & ChunkFlag.NeedsRepair) === 0) return false;
-    this.#table.set(c, 0, 0, 0);
-    this.#stats.chunksNeedingRepair--;
-    return true;
-  }
 
   /** The target's metadata blob (target-state.ts); generation 0 when none was stored. */
   targetState(): Promise<TargetStateBlob> {

@@ -366,7 +366,8 @@ t.test('a replica with a hole below its highest io_seq after a crash is rebuilt 
 // before that rebuild reports done, so every read of it returns the same data, whichever copy serves it.
 t.test('no copy provably complete after a crash of all three: one serves, the others converge to it', async (t) => {
   const { dataDir, image, h } = await stoppedVolume(t);
-  const CHUNK_A = (2 * MiB) / 4096;
+  // Inside the 0x41 region: every copy holds an older version of each chunk (r1's is the one served).
+  const CHUNK_A = (512 * 1024) / 4096;
   const a = { chunk: CHUNK_A, ioSeq: h + 1, data: Buffer.alloc(4096, 0x42) };
   const b = { chunk: CHUNK_A + 1, ioSeq: h + 2, data: Buffer.alloc(4096, 0x43) };
   const c = { chunk: CHUNK_A + 2, ioSeq: h + 3, data: Buffer.alloc(4096, 0x44) };
@@ -379,9 +380,9 @@ t.test('no copy provably complete after a crash of all three: one serves, the ot
   await again.waitForStdout(/^rebuild complete r2 /, STEP_TIMEOUT_MS);
   await again.waitForStdout(/^rebuild complete r3 /, STEP_TIMEOUT_MS);
   t.ok(again.stderrLines().some((l) => l.includes('now hold the source\'s copy')), 'write h+2 was undone where r1 never applied it');
-  // r1 never applied b: every copy must answer its chunk as r1 does (never written: zeroes).
-  const reads = Array.from({ length: 9 }, () => ['read -P 0x42 2M 4k', 'read -P 0 2052k 4k', 'read -P 0x44 2056k 4k']).flat();
-  await qemuIo(t, again.url(), 'every copy answers every chunk alike', [...reads, 'read -P 0x41 0 1M']);
+  // r1 never applied b: every copy must answer its chunk as r1 does (its older 0x41).
+  const reads = Array.from({ length: 9 }, () => ['read -P 0x42 512k 4k', 'read -P 0x41 516k 4k', 'read -P 0x44 520k 4k']).flat();
+  await qemuIo(t, again.url(), 'every copy answers every chunk alike', [...reads, 'read -P 0x41 0 512k', 'read -P 0x41 524k 500k']);
   commentProblems(t, again);
   t.equal(await again.stop(), 0, 'second target: clean stop');
   await verifyIdentical(t, dataDir);
