@@ -127,7 +127,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           const { capacityBytes, chunkSize } = store.info;
           return estimateRebuild({ chunkState: (offset) => store.chunkState(offset), capacityBytes, chunkSize, sinceIoSeq });
         },
-        startRebuild: async ({ sourceAddress, sinceIoSeq, rateBytesPerSec, volumeUuid, newWritesFromIoSeq }) => {
+        startRebuild: async ({ sourceAddress, sinceIoSeq, rateBytesPerSec, volumeUuid }) => {
           checkVolume(volumeUuid);
           if (sourceAddress === '') throw new ControlError('INVALID_ARGUMENT', 'source_address is required');
           if (sourceAddress === control.address) throw new ControlError('INVALID_ARGUMENT', 'a replica cannot rebuild from itself');
@@ -138,10 +138,7 @@ export async function startReplica(config: ReplicaConfig, logger: Logger): Promi
           // Persisted first: a restart before the end still reports this replica as out of sync.
           await store.beginRebuild(sinceIoSeq);
           const since = store.info.rebuildingSince ?? sinceIoSeq;
-          const current = new RebuildSink({
-            store, source: sourceAddress, sinceIoSeq: since, rateBytesPerSec, logger: rebuildLog,
-            ...(newWritesFromIoSeq !== undefined ? { newWritesFromIoSeq } : {}),
-          });
+          const current = new RebuildSink({ store, source: sourceAddress, sinceIoSeq: since, rateBytesPerSec, logger: rebuildLog });
           sink = current;
           void current.start().then(async (p) => {
             if (p.state === 'done') {

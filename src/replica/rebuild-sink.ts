@@ -17,11 +17,8 @@ import { errorMessage } from '../shared/errors.js';
 
 /** What the sink needs of the local store (ReplicaStore satisfies it). */
 export interface RebuildSinkStore {
-  readonly info: { readonly volumeUuid: string; readonly chunkSize: number };
+  readonly info: { readonly volumeUuid: string };
   applyRun(run: Pick<ChunkRun, 'offset' | 'ioSeqs' | 'crcs' | 'zero' | 'data'>): Promise<StoreWriteResult>;
-  /** Flags chunks changed in (since, newWritesFrom) that the stream did not cover (ReplicaStore.flagDivergent). */
-  flagDivergent?(sinceIoSeq: number, newWritesFrom: number): Promise<number[]>;
-  checkpoint?(): Promise<void>;
 }
 
 /** What the sink needs of the source's control client. */
@@ -41,12 +38,6 @@ export interface RebuildSinkOptions {
   /** host:port of the source replica's control service. */
   readonly source: string;
   readonly sinceIoSeq: number;
-  /**
-   * The first io_seq the target sent this replica as a rebuilding one. Given, chunks this replica
-   * changed before it (and after sinceIoSeq) that the stream did not bring to the source's state
-   * are flagged for repair before the rebuild reports done; unknown (an older target): none are.
-   */
-  readonly newWritesFromIoSeq?: number;
   /** Applied bytes per second; 0/undefined = unlimited. */
   readonly rateBytesPerSec?: number;
   /** Run size asked of the source (default 1 MiB; the source clamps). */
@@ -89,7 +80,6 @@ function isRetryable(err: unknown): boolean {
 
 export class RebuildSink {
   readonly #store: RebuildSinkStore;
-  readonly #newWritesFrom: number | undefined;
   readonly #source: string;
   readonly #sinceIoSeq: number;
   /** Bytes/s, 0 = unlimited; changed live by setRate (the target's adaptive controller). */
@@ -125,7 +115,6 @@ export class RebuildSink {
     this.#store = options.store;
     this.#source = options.source;
     this.#sinceIoSeq = options.sinceIoSeq;
-    this.#newWritesFrom = options.newWritesFromIoSeq;
     this.#rate = Math.max(0, options.rateBytesPerSec ?? 0);
     this.#maxRunBytes = options.maxRunBytes ?? DEFAULT_MAX_RUN_BYTES;
     this.#maxAttempts = Math.max(1, options.retry?.maxAttempts ?? 5);
@@ -266,12 +255,6 @@ export class RebuildSink {
           failures = 0;
           this.#sample();
         }
-        // Before reporting done (the target then reads from this copy): what only this copy holds
-        // is flagged, then takes the source's copy of the chunk, whatever its io_seq.
-        if (this.#newWritesFrom !== undefined && this.#store.flagDivergent !== undefined) {
-          const divergent = await this.#store.flagDivergent(this.#sinceIoSeq, this.#newWritesFrom);
-          if (divergent.length > 0) await this.#takeSourceCopies(client, divergent, volumeUuid, signal);
-        }
         return this.#finish('done', undefined);
       } catch (err) {
         if (signal.aborted) return this.#finish('failed', errorMessage(signal.reason));
@@ -294,29 +277,6 @@ export class RebuildSink {
         client.close();
       }
     }
-  }
-
-  /**
-   * Each flagged chunk takes the source's copy (the first run of a scan since io_seq 0 from it). A
-   * chunk the scan does not return — never written at the source, or unreadable there (flagged
-   * too) — stays flagged: refused as a media error, so reads go to another copy; never zeroed on a
-   * guess, which would serve zeroes for data another copy still holds.
-   */
-  async #takeSourceCopies(client: RebuildSource, offsets: readonly number[], volumeUuid: string, signal: AbortSignal): Promise<void> {
-    const chunk = this.#store.info.chunkSize;
-    let copied = 0;
-    for (const offset of offsets) {
-      for await (const run of client.rebuild({ sinceIoSeq: 0, fromOffset: offset, maxRunBytes: chunk, volumeUuid }, { signal })) {
-        if (run.offset === offset) {
-          await this.#store.applyRun({ offset, ioSeqs: run.ioSeqs.subarray(0, 1), crcs: run.crcs.subarray(0, 1), zero: run.zeroMask.subarray(0, 1), data: run.data.subarray(0, chunk) });
-          copied++;
-        }
-        break;
-      }
-    }
-    await this.#store.checkpoint?.();
-    this.#log.warn({ chunks: offsets.length, copied, leftFlagged: offsets.length - copied },
-      'chunks only this copy had changed now hold the source\'s copy (any the source has none of stay flagged for repair)');
   }
 
   async #fetchEstimate(client: RebuildSource, volumeUuid: string, signal: AbortSignal): Promise<void> {

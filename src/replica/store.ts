@@ -345,11 +345,6 @@ export class ReplicaStore implements ReplicaStoreApi {
    * and what checkpoints persist — until a rebuild fills whatever is missing.
    */
   #holeFloor: number | undefined;
-  /**
-   * During a rebuild (this store the sink): chunks the rebuild stream brought to the source's state
-   * (applied, or already identical). See flagDivergent.
-   */
-  #rebuildCovered: Uint8Array | undefined;
   #info: StoreInfo;
   readonly #stats: MutableStats = {
     reads: 0, writes: 0, syncs: 0, unmaps: 0, writeZeroes: 0, readBytes: 0, writeBytes: 0,
@@ -1047,12 +1042,6 @@ export class ReplicaStore implements ReplicaStoreApi {
           : await this.#mutate(offset, length, ioSeq, run.data.subarray(i * chunk, j * chunk), 0);
       applied += r.applied;
       skipped += r.skipped;
-      const covered = this.#rebuildCovered;
-      if (covered !== undefined && ioSeq !== 0) {
-        // At the source's state now (copied, or the same write was already here).
-        const first = run.offset / chunk + i;
-        for (let c = first; c < first + (j - i); c++) if (this.#table.ioSeq[c] === ioSeq) covered[c] = 1;
-      }
       i = j;
     }
     return { applied, skipped };
@@ -1112,7 +1101,6 @@ export class ReplicaStore implements ReplicaStoreApi {
    * in the middle is still known to be out of sync. An unfinished one keeps the older starting point.
    */
   beginRebuild(sinceIoSeq: number): Promise<void> {
-    this.#rebuildCovered = new Uint8Array(this.#table.chunkCount);
     return this.#updateSuperblock((sb) => {
       const since = (sb.flags & SuperblockFlag.Rebuilding) !== 0 ? BigInt(Math.min(sinceIoSeq, Number(sb.rebuildSinceIoSeq))) : BigInt(sinceIoSeq);
       return { flags: sb.flags | SuperblockFlag.Rebuilding, rebuildSinceIoSeq: since };
@@ -1124,37 +1112,7 @@ export class ReplicaStore implements ReplicaStoreApi {
     await this.#updateSuperblock((sb) => ((sb.flags & SuperblockFlag.Rebuilding) === 0 ? undefined
       : { flags: sb.flags & ~SuperblockFlag.Rebuilding, rebuildSinceIoSeq: 0n }));
     this.#holeFloor = undefined;
-    this.#rebuildCovered = undefined;
   }
-
-  /**
-   * The rebuild stream is complete: flag as needing repair every chunk this replica changed after
-   * `sinceIoSeq` and before `newWritesFrom` (the first io_seq the target sent it as a rebuilding
-   * replica) that the stream did not bring to the source's state. Such a chunk holds a write the
-   * source never applied: after a crash with writes in flight, copies can each hold a write the
-   * others lack, and a rebuild only copies what is newer at the source. Flagged, the chunk is
-   * refused as a media error (never served) and accepts the source's older copy (applyRun).
-   * Persisted (checkpoint) before it returns. Returns the flagged chunks' offsets.
-   */
-  async flagDivergent(sinceIoSeq: number, newWritesFrom: number): Promise<number[]> {
-    const covered = this.#rebuildCovered;
-    if (covered === undefined) throw new StoreError(StoreErrorCode.Invalid, 'no rebuild is running');
-    const { flags, ioSeq, crc } = this.#table;
-    const flagged: number[] = [];
-    for (let c = 0; c < covered.length; c++) {
-      const seq = ioSeq[c]!;
-      if (covered[c] === 1 || seq <= sinceIoSeq || seq >= newWritesFrom || (flags[c]! & ChunkFlag.NeedsRepair) !== 0) continue;
-      this.#table.set(c, seq, crc[c]!, flags[c]! | ChunkFlag.NeedsRepair);
-      this.#stats.chunksNeedingRepair++;
-      flagged.push(c * this.#chunk);
-    }
-    if (flagged.length > 0) {
-      this.#log?.warn({ chunks: flagged.length, sinceIoSeq, newWritesFrom }, 'chunks holding writes the rebuild source never applied: flagged until they take the source\'s copy');
-      await this.checkpoint();
-    }
-    return flagged;
-  }
-
 
   /** The target's metadata blob (target-state.ts); generation 0 when none was stored. */
   targetState(): Promise<TargetStateBlob> {

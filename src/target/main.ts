@@ -257,7 +257,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
       volume = replicated;
       if (judgement.unproven) {
         volumeLog.warn({ highestIoSeq: judgement.highestIoSeq, replicas: present.map((c) => ({ id: c.hello.replicaId, completeIoSeq: c.hello.completeIoSeq })) },
-          'no replica is provably complete (all stopped with writes in flight): serving the most complete one, the others are rebuilt from it');
+          'no replica is provably complete (all stopped with writes in flight): serving the ones with the highest io_seq');
       }
       for (const c of present) attachLate(c, judgement.behind.get(c.hello.replicaId));
       orchestrator = new RebuildOrchestrator({

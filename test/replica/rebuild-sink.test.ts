@@ -260,7 +260,7 @@ t.test('a foreign volume is refused without retries', async (t) => {
   const src = await openFresh(t, 'src');
   await src.write(0, pattern(CHUNK, 1), 1);
   const server = await serve(t, src);
-  const other = { info: { volumeUuid: '00000000-0000-4000-8000-000000000000', chunkSize: CHUNK }, applyRun: async () => ({ applied: 0, skipped: 0 }) };
+  const other = { info: { volumeUuid: '00000000-0000-4000-8000-000000000000' }, applyRun: async () => ({ applied: 0, skipped: 0 }) };
   const p = await new RebuildSink({ store: other, source: server.address, sinceIoSeq: 0, retry: { maxAttempts: 5, backoffMs: 10 }, logger: silentLogger() }).start();
   t.equal(p.state, 'failed');
   t.equal(p.attempts, 1);

@@ -70,8 +70,6 @@ export interface StartRebuildRequest {
   /** 0 = unlimited. */
   readonly rateBytesPerSec: number;
   readonly volumeUuid: string;
-  /** The first io_seq sent to the replica as a rebuilding one; 0 or absent = not given. */
-  readonly newWritesFromIoSeq?: number;
 }
 
 export interface StartRebuildReply {
@@ -363,18 +361,13 @@ export const codecs = {
       sinceIoSeq: checkU64(m.sinceIoSeq, 'since_io_seq'),
       rateBytesPerSec: checkU64(m.rateBytesPerSec, 'rate_bytes_per_sec'),
       volumeUuid: m.volumeUuid,
-      newWritesFromIoSeq: checkU64(m.newWritesFromIoSeq ?? 0, 'new_writes_from_io_seq'),
     }),
-    (r) => {
-      const newWritesFrom = fromU64(r['newWritesFromIoSeq'], 'new_writes_from_io_seq');
-      return {
-        sourceAddress: str(r['sourceAddress']),
-        sinceIoSeq: fromU64(r['sinceIoSeq'], 'since_io_seq'),
-        rateBytesPerSec: fromU64(r['rateBytesPerSec'], 'rate_bytes_per_sec'),
-        volumeUuid: str(r['volumeUuid']),
-        ...(newWritesFrom > 0 ? { newWritesFromIoSeq: newWritesFrom } : {}),
-      };
-    },
+    (r) => ({
+      sourceAddress: str(r['sourceAddress']),
+      sinceIoSeq: fromU64(r['sinceIoSeq'], 'since_io_seq'),
+      rateBytesPerSec: fromU64(r['rateBytesPerSec'], 'rate_bytes_per_sec'),
+      volumeUuid: str(r['volumeUuid']),
+    }),
   ),
   startRebuildReply: codec<StartRebuildReply>('StartRebuildReply',
     (m) => ({ started: m.started }), (r) => ({ started: r['started'] === true })),

@@ -145,15 +145,10 @@ export class RebuildOrchestrator {
     const client = (this.#o.clientFor ?? createReplicaControlClient)(conn.hello.controlAddress);
     const started = Date.now();
     try {
-      // Where its data stops being trustworthy: an unfinished rebuild's start, or what it reports
-      // applied now — and no later than what the source is known complete through (a source taken
-      // with a hole after a crash of every copy): past that point the two copies may differ.
+      // Where its data stops being trustworthy: an unfinished rebuild's start, or what it reports applied now.
       const status = await client.status();
-      const sourceStatus = await this.#statusOf(sourceConn.hello.controlAddress);
-      const since = conn.hello.rebuildingSince
-        ?? Math.min(status.checkpointedIoSeq, conn.hello.checkpointedIoSeq, sourceStatus.checkpointedIoSeq);
+      const since = conn.hello.rebuildingSince ?? Math.min(status.checkpointedIoSeq, conn.hello.checkpointedIoSeq);
       // From here on the replica receives every new write; the rebuild covers everything before.
-      const newWritesFrom = volume.nextIoSeq;
       volume.markRebuilding(job.replicaId);
       await volume.currentRequestsSettled(source.replicaId);
       const controller = this.#o.adaptive !== false && this.#cap > 0
@@ -170,7 +165,6 @@ export class RebuildOrchestrator {
       try {
         await client.startRebuild({
           sourceAddress: sourceConn.hello.controlAddress, sinceIoSeq: since, rateBytesPerSec: job.rateLimit, volumeUuid: this.#o.volumeUuid,
-          newWritesFromIoSeq: newWritesFrom,
         });
       } catch (err) {
         // A rebuild the replica already runs (it survived a reconnect) is followed, not restarted,
@@ -252,15 +246,6 @@ export class RebuildOrchestrator {
       const state = volume.replicaStates().find((r) => r.replicaId === job.replicaId);
       if (state?.state === 'rebuilding') volume.markDegraded(job.replicaId, 'rebuild attempt failed');
       return false;
-    } finally {
-      client.close();
-    }
-  }
-
-  async #statusOf(controlAddress: string): Promise<{ readonly checkpointedIoSeq: number }> {
-    const client = (this.#o.clientFor ?? createReplicaControlClient)(controlAddress);
-    try {
-      return await client.status();
     } finally {
       client.close();
     }

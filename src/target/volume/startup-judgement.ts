@@ -17,14 +17,10 @@ export interface StartupJudgement {
   /** Replicas to rebuild before they serve, with the reason. */
   readonly behind: ReadonlyMap<string, string>;
   /**
-   * No copy was provably complete (every one crashed with writes in flight): the most complete of
-   * those with the highest io_seq was taken as it is, since refusing all of them would keep the
-   * volume offline for good, and every other copy is rebuilt from it. Only one is taken: two holey
-   * copies could each hold a write the other lacks, and would answer the same read differently.
+   * No copy was provably complete (every one crashed with writes in flight): those with the highest
+   * io_seq were taken as they are, since refusing all of them would keep the volume offline for good.
    */
   readonly unproven: boolean;
-  /** The copy taken as it is when unproven. */
-  readonly reference?: string;
 }
 
 /** Why a replica must be rebuilt before it serves, measured against the highest io_seq at start; undefined if complete. */
@@ -45,30 +41,20 @@ export function judgeStartupReplicas(hellos: readonly StartupHello[]): StartupJu
     if (reason !== undefined) behind.set(h.replicaId, reason);
   }
   if (behind.size < hellos.length) return { highestIoSeq, behind, unproven: false };
-  let reference: StartupHello | undefined;
   for (const h of hellos) {
-    if (h.rebuildingSince !== undefined || h.highestIoSeq !== highestIoSeq) continue;
-    const complete = h.completeIoSeq ?? h.highestIoSeq;
-    if (reference === undefined || complete > (reference.completeIoSeq ?? reference.highestIoSeq)) reference = h;
+    if (h.rebuildingSince === undefined && h.highestIoSeq === highestIoSeq) behind.delete(h.replicaId);
   }
-  if (reference === undefined) return { highestIoSeq, behind, unproven: false };
-  behind.delete(reference.replicaId);
-  for (const h of hellos) {
-    if (h !== reference && !(h.rebuildingSince !== undefined || h.highestIoSeq < highestIoSeq)) {
-      behind.set(h.replicaId, `no copy is provably complete: rebuilt from ${reference.replicaId}, the most complete one`);
-    }
-  }
-  return { highestIoSeq, behind, unproven: true, reference: reference.replicaId };
+  return { highestIoSeq, behind, unproven: behind.size < hellos.length };
 }
 
 /**
- * A replica that joins after the start, judged against the start's reference. The copy taken with
- * its hole when no copy was provably complete keeps that hole (only a rebuild clears it, and it is
- * the rebuild source): reconnecting after a blip, it is judged by its highest io_seq alone, or it
- * would be sent to a rebuild it cannot get. Every other copy is judged as at the start.
+ * A replica that joins after the start, judged against the start's reference. Once copies with
+ * holes were taken as they are (unproven), a hole no longer tells a copy apart: those copies keep
+ * theirs (only a rebuild clears it, and they are the rebuild sources), so one of them reconnecting
+ * after a blip must not be sent to a rebuild it cannot get. Only the highest io_seq counts then.
  */
 export function lateJoinerReason(hello: StartupHello, start: StartupJudgement): string | undefined {
-  if (hello.replicaId !== start.reference) return rebuildReason(hello, start.highestIoSeq);
+  if (!start.unproven) return rebuildReason(hello, start.highestIoSeq);
   const { replicaId, highestIoSeq, rebuildingSince } = hello;
   return rebuildReason({ replicaId, highestIoSeq, ...(rebuildingSince !== undefined ? { rebuildingSince } : {}) }, start.highestIoSeq);
 }
