@@ -367,7 +367,7 @@ export class ReplicaStore implements ReplicaStoreApi {
   private constructor(args: {
     path: string; file: BlockFile; pool: AlignedPool; log: Logger | undefined; sb: Superblock; table: MetadataTable;
     nextJournalSeq: number; recovery: RecoveryReport; options: OpenStoreOptions;
-    /** Every write with io_seq ≤ this is applied: the watermark found by recovery (or the checkpoint's). */
+    /** Every write with io_seq ≤ this is applied: the watermark recovery found (the checkpoint's when nothing was replayed). */
     completeThrough: number;
   }) {
     this.path = args.path;
@@ -455,8 +455,7 @@ export class ReplicaStore implements ReplicaStoreApi {
       });
       const replay = await ReplicaStore.#replayJournal(file, pool, sb, table, log);
       const recovery: RecoveryReport = { ...replay.report, badTableEntries };
-      const completeThrough = replay.report.journalBlocks > 0 ? replay.watermark : Number(sb.checkpointedIoSeq);
-      const store = new ReplicaStore({ path, file, pool, log, sb, table, nextJournalSeq: replay.nextSeq, recovery, options, completeThrough });
+      const store = new ReplicaStore({ path, file, pool, log, sb, table, nextJournalSeq: replay.nextSeq, recovery, options, completeThrough: replay.watermark });
       if (store.#holeFloor !== undefined) {
         log?.warn({ path, completeIoSeq: store.#holeFloor, highestIoSeq: store.#highestIoSeq },
           'writes above the complete io_seq may be missing (a crash with writes in flight): this replica reports itself complete only through it until a rebuild');

@@ -35,26 +35,31 @@ export function rebuildReason(hello: StartupHello, highestIoSeq: number): string
 
 export function judgeStartupReplicas(hellos: readonly StartupHello[]): StartupJudgement {
   const highestIoSeq = hellos.reduce((max, h) => Math.max(max, h.highestIoSeq), 0);
+  // Unproven: no copy is complete, but some would be by their highest io_seq alone.
+  const unproven = !hellos.some((h) => rebuildReason(h, highestIoSeq) === undefined)
+    && hellos.some((h) => rebuildReason(withoutHole(h), highestIoSeq) === undefined);
+  const start = { highestIoSeq, unproven };
   const behind = new Map<string, string>();
   for (const h of hellos) {
-    const reason = rebuildReason(h, highestIoSeq);
+    const reason = lateJoinerReason(h, start);
     if (reason !== undefined) behind.set(h.replicaId, reason);
   }
-  if (behind.size < hellos.length) return { highestIoSeq, behind, unproven: false };
-  for (const h of hellos) {
-    if (h.rebuildingSince === undefined && h.highestIoSeq === highestIoSeq) behind.delete(h.replicaId);
-  }
-  return { highestIoSeq, behind, unproven: behind.size < hellos.length };
+  return { ...start, behind };
+}
+
+/** The HELLO as an older replica would send it: no completeIoSeq, judged by its highest io_seq. */
+function withoutHole(hello: StartupHello): StartupHello {
+  const { replicaId, highestIoSeq, rebuildingSince } = hello;
+  return { replicaId, highestIoSeq, ...(rebuildingSince !== undefined ? { rebuildingSince } : {}) };
 }
 
 /**
- * A replica that joins after the start, judged against the start's reference. Once copies with
- * holes were taken as they are (unproven), a hole no longer tells a copy apart: those copies keep
- * theirs (only a rebuild clears it, and they are the rebuild sources), so one of them reconnecting
- * after a blip must not be sent to a rebuild it cannot get. Only the highest io_seq counts then.
+ * A replica judged against the start's reference: at the start itself, and when it joins later.
+ * Once copies with holes were taken as they are (unproven), a hole no longer tells a copy apart:
+ * those copies keep theirs (only a rebuild clears it, and they are the rebuild sources), so one of
+ * them reconnecting after a blip must not be sent to a rebuild it cannot get. Only the highest
+ * io_seq counts then.
  */
-export function lateJoinerReason(hello: StartupHello, start: StartupJudgement): string | undefined {
-  if (!start.unproven) return rebuildReason(hello, start.highestIoSeq);
-  const { replicaId, highestIoSeq, rebuildingSince } = hello;
-  return rebuildReason({ replicaId, highestIoSeq, ...(rebuildingSince !== undefined ? { rebuildingSince } : {}) }, start.highestIoSeq);
+export function lateJoinerReason(hello: StartupHello, start: Pick<StartupJudgement, 'highestIoSeq' | 'unproven'>): string | undefined {
+  return rebuildReason(start.unproven ? withoutHole(hello) : hello, start.highestIoSeq);
 }
