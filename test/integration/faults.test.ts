@@ -14,7 +14,7 @@ import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.js';
 import { qemuIo, qemuIoSession } from '../fixtures/qemu-io-session.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { checkpointedIoSeq, journalAsCrashLeft } from '../fixtures/crash-journal.js';
-import { selectSuperblock, SUPERBLOCK_REGION_BYTES } from '../../src/replica/superblock.js';
+import { readSuperblock } from '../fixtures/superblock-on-disk.js';
 
 const MiB = 1 << 20;
 const STEP_TIMEOUT_MS = 120_000;
@@ -285,11 +285,7 @@ t.test('a corrupted chunk on one replica: every read is correct, the bad copy is
   let at = 0;
   const fd = openSync(device, 'r+');
   try {
-    const region = Buffer.alloc(SUPERBLOCK_REGION_BYTES);
-    readSync(fd, region, 0, region.length, 0);
-    const sb = selectSuperblock(region);
-    if (sb.state !== 'valid') throw new Error(`replica-2.img: superblock ${sb.state}`);
-    at = Number(sb.superblock.dataOffset) + OFFSET + BAD_CHUNK * 4096 + 100;
+    at = Number(readSuperblock(fd, device).dataOffset) + OFFSET + BAD_CHUNK * 4096 + 100;
     const before = Buffer.alloc(16);
     readSync(fd, before, 0, 16, at);
     t.ok(before.every((b) => b === 0x5c), 'the pattern is where the layout says');

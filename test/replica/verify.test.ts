@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, readSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { formatStore, ReplicaStore } from '../../src/replica/store.js';
-import { selectSuperblock, SUPERBLOCK_REGION_BYTES } from '../../src/replica/superblock.js';
+import { readSuperblock } from '../fixtures/superblock-on-disk.js';
 import { verifyReplicas, VerifyOpenError, type VerifyReport } from '../../src/replica/verify.js';
 
 const MAIN = resolve('dist/src/replica/verify-main.js');
@@ -54,11 +54,7 @@ async function makeReplica(path: string, replicaId: string, variant: Variant = {
 function corrupt(path: string, volumeOffset: number): void {
   const fd = openSync(path, 'r+');
   try {
-    const head = Buffer.alloc(SUPERBLOCK_REGION_BYTES);
-    readSync(fd, head, 0, head.length, 0);
-    const state = selectSuperblock(head);
-    if (state.state !== 'valid') throw new Error(`no superblock in ${path}`);
-    const at = Number(state.superblock.dataOffset) + volumeOffset;
+    const at = Number(readSuperblock(fd, path).dataOffset) + volumeOffset;
     const b = Buffer.alloc(1);
     readSync(fd, b, 0, 1, at);
     b[0]! ^= 0x5a;

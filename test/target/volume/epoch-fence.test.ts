@@ -3,12 +3,11 @@
 // before I/O, a replica that cannot is left out, the target state is read from the quorum, and a
 // target whose epoch was superseded can neither write data nor target state.
 import t, { type Test } from 'tap';
-import { openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseReplicaConfig } from '../../../src/replica/config.js';
 import { startReplica, type RunningReplica } from '../../../src/replica/main.js';
-import { selectSuperblock, SUPERBLOCK_REGION_BYTES } from '../../../src/replica/superblock.js';
+import { superblockOnDisk } from '../../fixtures/superblock-on-disk.js';
 import { createReplicaControlClient } from '../../../src/protocol/replica/control-codec.js';
 import { ReplicaListener } from '../../../src/target/volume/replica-listener.js';
 import type { ReplicaConnection } from '../../../src/target/volume/replica-connection.js';
@@ -66,16 +65,7 @@ async function cluster(t: Test, k: number): Promise<Cluster> {
 
 /** The epoch in the replica file's superblock, as a restart would find it (written with O_DIRECT + fdatasync). */
 function epochOnDisk(path: string): number {
-  const fd = openSync(path, 'r');
-  try {
-    const region = Buffer.alloc(SUPERBLOCK_REGION_BYTES);
-    readSync(fd, region, 0, region.length, 0);
-    const s = selectSuperblock(region);
-    if (s.state !== 'valid') throw new Error(`superblock ${s.state}`);
-    return Number(s.superblock.epoch);
-  } finally {
-    closeSync(fd);
-  }
+  return Number(superblockOnDisk(path).epoch);
 }
 
 const stateReplicas = (conns: readonly ReplicaConnection[]): StateReplica[] =>
