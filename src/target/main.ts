@@ -138,11 +138,11 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
   const startup = new Map<string, ReplicaConnection>();
   const wake: { fn: (() => void) | undefined } = { fn: undefined };
   const volumeLog = logger.child({ component: 'volume' });
-  /** `rebuild`: why it must be rebuilt first (judged at start); by default judged against the start's reference. */
-  const attachLate = (connection: ReplicaConnection,
-    rebuild = atStart === undefined ? undefined : lateJoinerReason(connection.hello, atStart)): void => {
+  /** Attach a replica, degraded first when the start's judgement says it must be rebuilt. */
+  const attachLate = (connection: ReplicaConnection): void => {
     const hello = connection.hello;
     if (volume instanceof ReplicatedVolume) {
+      const rebuild = atStart === undefined ? undefined : lateJoinerReason(hello, atStart);
       volume.attach(connection, resizedTo.get(hello.replicaId) ?? hello.capacityBytes);
       resizedTo.delete(hello.replicaId);
       if (rebuild !== undefined) volume.markDegraded(hello.replicaId, rebuild);
@@ -259,7 +259,7 @@ export async function startTarget(config: TargetConfig, logger: Logger, events: 
         volumeLog.warn({ highestIoSeq: judgement.highestIoSeq, replicas: present.map((c) => ({ id: c.hello.replicaId, completeIoSeq: c.hello.completeIoSeq })) },
           'no replica is provably complete (all stopped with writes in flight): serving the ones with the highest io_seq');
       }
-      for (const c of present) attachLate(c, judgement.behind.get(c.hello.replicaId));
+      for (const c of present) attachLate(c);
       orchestrator = new RebuildOrchestrator({
         volume: replicated,
         volumeUuid: identity.uuid,
